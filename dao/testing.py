@@ -1,0 +1,237 @@
+"""Helpers to test and measure streams across processes, shipped so users can test their own.
+
+The worker functions run in child processes (``multiprocessing`` with the ``spawn`` start
+method, so each is a fresh interpreter, as a separate DAO process would be) and report through a
+queue. :func:`run_pair` starts a writer and a reader and gathers what they measured; ``dao
+demo`` and ``benchmarks/streams.py`` are built on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "temporary_stream_dir",
+    "unique_name",
+    "writer",
+    "reader",
+    "run_pair",
+    "PairResult",
+]
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A stream name no other process uses (semaphore names are machine-wide)."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def temporary_stream_dir() -> Iterator[str]:
+    """Point ``$DAO_SHM_DIR`` at a fresh short folder; remove its streams afterwards.
+
+    The folder is directly under ``/tmp`` so that stream paths stay well under 80 bytes.
+    """
+    from dao.shm import list_streams, remove
+
+    folder = tempfile.mkdtemp(prefix="dao", dir="/tmp")
+    old = os.environ.get("DAO_SHM_DIR")
+    os.environ["DAO_SHM_DIR"] = folder
+    try:
+        yield folder
+    finally:
+        for p in list_streams(folder):
+            with contextlib.suppress(OSError):
+                remove(p)
+        shutil.rmtree(folder, ignore_errors=True)
+        if old is None:
+            os.environ.pop("DAO_SHM_DIR", None)
+        else:
+            os.environ["DAO_SHM_DIR"] = old
+
+
+def writer(path: str, n: int, period: float, queue=None, start_delay: float = 0.0) -> None:
+    """Write ``n`` frames to an existing stream, frame k filled with the value k + 1.
+
+    Parameters
+    ----------
+    path : str
+        Stream to write.
+    n : int
+        Frames to write.
+    period : float
+        Seconds between frames (0: as fast as possible). Paced with a short sleep then a
+        spin, so the reader is asleep when each frame comes, as in a camera-driven loop.
+    queue : multiprocessing.Queue, optional
+        Receives ``("writer", elapsed_s)`` at the end.
+    start_delay : float
+        Seconds to wait before the first frame (lets readers block first).
+    """
+    import dao
+
+    s = dao.shm(path)
+    frame = np.empty(s.shape, s.dtype)
+    time.sleep(start_delay)
+    t0 = time.perf_counter()
+    nxt = t0
+    for k in range(n):
+        if period:
+            nxt += period
+            while (left := nxt - time.perf_counter()) > 0:
+                if left > 2e-4:
+                    time.sleep(left - 1.5e-4)
+        frame.fill(k + 1)
+        s.set_data(frame)
+    if queue is not None:
+        queue.put(("writer", time.perf_counter() - t0))
+    s.close()
+
+
+def reader(
+    path: str,
+    n: int,
+    mode: str,
+    queue,
+    timeout: float = 5.0,
+    ready=None,
+) -> None:
+    """Read new frames of a stream until frame ``n`` (value n) and report what was seen.
+
+    Parameters
+    ----------
+    mode : {"sem", "spin", "poll"}
+        Wake on a claimed semaphore, busy-spin on the counter, or read without waiting.
+    queue : multiprocessing.Queue
+        Receives ``("reader", dict)`` with ``values`` (first element of each frame),
+        ``latency_ns`` (frame timestamp to return of ``get_data``), ``torn`` (frames whose
+        elements were not all equal), ``timeouts`` and ``elapsed_s``; or ``("error", str)``.
+    ready : multiprocessing.Event, optional
+        Set once the reader has claimed its semaphore and is about to wait.
+    """
+    import dao
+    from dao import _shm
+
+    try:
+        s = dao.shm(path)
+        if mode != "poll":
+            s.claim_semaphore()
+        out = np.empty(s.shape, s.dtype)
+        flat = out.reshape(-1)
+        values = np.zeros(n, np.float64)
+        lat = np.zeros(n, np.int64)
+        torn = timeouts = 0
+        if ready is not None:
+            ready.set()
+        t0 = time.perf_counter()
+        i = 0
+        # Binary semaphores coalesce posts that come while the reader is busy, so a waiting
+        # reader may skip frames: read until the last frame (value n) is seen.
+        while i < n:
+            try:
+                s.get_data(check=mode != "poll", timeout=timeout, spin=mode == "spin", out=out)
+            except dao.StreamTimeout:
+                timeouts += 1
+                break
+            lat[i] = _shm.now_ns() - s.last_read.timestamp_ns
+            values[i] = flat[0]
+            if flat.min() != flat.max():
+                torn += 1
+            i += 1
+            if flat[0] >= n:
+                break
+        queue.put(
+            (
+                "reader",
+                {
+                    "values": values[:i],
+                    "latency_ns": lat[:i],
+                    "torn": torn,
+                    "timeouts": timeouts,
+                    "elapsed_s": time.perf_counter() - t0,
+                },
+            )
+        )
+        s.close()
+    except Exception as exc:  # reported to the parent, which raises it
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class PairResult:
+    """What a writer/reader pair measured (see :func:`run_pair`)."""
+
+    frames: int
+    elapsed_s: float
+    latency_ns: np.ndarray = field(repr=False)
+    values: np.ndarray = field(repr=False)
+    torn: int = 0
+    timeouts: int = 0
+
+    @property
+    def rate_hz(self) -> float:
+        """Frames read per second."""
+        return self.frames / self.elapsed_s if self.elapsed_s else 0.0
+
+    def latency_us(self, q: float) -> float:
+        """Wake-up latency percentile ``q`` (0-100), in microseconds."""
+        return float(np.percentile(self.latency_ns, q) / 1e3) if len(self.latency_ns) else 0.0
+
+
+def run_pair(
+    path: str, n: int, period: float, mode: str = "sem", timeout: float = 60.0
+) -> PairResult:
+    """Start a writer and a reader process on stream ``path``; wait for both; return the stats.
+
+    The reader claims a semaphore and blocks before the writer starts.
+
+    Raises
+    ------
+    RuntimeError
+        If either process fails or does not finish within ``timeout`` seconds.
+    """
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ready = ctx.Event()
+    r = ctx.Process(target=reader, args=(path, n, mode, q, 5.0, ready), daemon=True)
+    r.start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if not r.is_alive() or time.monotonic() > deadline:
+            r.kill()
+            raise RuntimeError(f"the reader process did not start (exit code {r.exitcode})")
+    w = ctx.Process(target=writer, args=(path, n, period, q, 0.05), daemon=True)
+    w.start()
+    got = {}
+    try:
+        while len(got) < 2:
+            kind, payload = q.get(timeout=max(0.1, deadline - time.monotonic()))
+            if kind == "error":
+                raise RuntimeError(f"reader process failed: {payload}")
+            got[kind] = payload
+    except Exception as exc:
+        if isinstance(exc, RuntimeError):
+            raise
+        raise RuntimeError(f"writer/reader pair did not finish within {timeout} s") from exc
+    finally:
+        for p in (r, w):
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    res = got["reader"]
+    return PairResult(
+        frames=len(res["values"]),
+        elapsed_s=res["elapsed_s"],
+        latency_ns=res["latency_ns"],
+        values=res["values"],
+        torn=res["torn"],
+        timeouts=res["timeouts"],
+    )

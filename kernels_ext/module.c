@@ -1,0 +1,611 @@
+/*
+ * dao._shm: the Python binding of the stream core (stream.c).
+ *
+ * A Stream object owns one mapping. It exports the whole mapped file through the buffer
+ * protocol, so the Python layer builds zero-copy numpy views of headers, frames and keywords;
+ * the hot paths (write, torn-free read, waits) run here with the GIL released where it pays.
+ * The mapping outlives close() while numpy views of it exist, so no view can ever dangle.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "stream.h"
+
+/* Copies of at least this many bytes run without the GIL. */
+#define NOGIL_BYTES (64 * 1024)
+/* Waits are cut in slices of this length to check for signals and a replaced file. */
+#define SLICE_NS 100000000LL
+
+static PyObject *StreamError, *StreamFormatError, *StreamNotFoundError, *StreamTimeout;
+
+typedef struct {
+    PyObject_HEAD
+    dao_stream_t s;
+    int closed;
+    Py_ssize_t exports;
+    dev_t dev;
+    ino_t ino;
+    unsigned long long last_cnt0, last_cnt2;
+    long long last_atime_ns;
+    unsigned int last_slot;
+} StreamObject;
+
+static PyTypeObject StreamType;
+
+static PyObject *raise_code(int code, const char *msg) {
+    if (code == -1) {
+        int e = errno;
+        PyObject *cls = e == ENOENT ? StreamNotFoundError : PyExc_OSError;
+        PyObject *args = Py_BuildValue("(is)", e, msg);
+        if (args) {
+            PyErr_SetObject(cls, args);
+            Py_DECREF(args);
+        }
+    } else if (code == -2) {
+        PyErr_SetString(StreamFormatError, msg);
+    } else {
+        PyErr_SetString(PyExc_ValueError, msg);
+    }
+    return NULL;
+}
+
+static int check_open(StreamObject *self) {
+    if (self->closed) {
+        PyErr_SetString(StreamError, "the stream is closed: open it again with dao.shm(path)");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_writable(StreamObject *self) {
+    if (check_open(self)) return -1;
+    if (self->s.readonly) {
+        PyErr_Format(PyExc_PermissionError,
+                     "%s was opened read-only (no write permission on the file)", self->s.path);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_sem(int semnb) {
+    if (semnb < 0 || semnb >= DAO_NSEM) {
+        PyErr_Format(PyExc_ValueError, "semaphore index %d out of range: DAO streams have 10 "
+                                       "semaphores, 0 to 9", semnb);
+        return -1;
+    }
+    return 0;
+}
+
+/* The file at our path must still be the one we mapped. */
+static int check_same_file(StreamObject *self) {
+    struct stat st;
+    if (stat(self->s.path, &st) || st.st_ino != self->ino || st.st_dev != self->dev) {
+        PyErr_Format(StreamError,
+                     "%s was deleted or re-created by another process while this process waited "
+                     "on it: open it again with dao.shm(path)", self->s.path);
+        return -1;
+    }
+    return 0;
+}
+
+static StreamObject *new_stream(void) {
+    StreamObject *self = PyObject_New(StreamObject, &StreamType);
+    if (!self) return NULL;
+    memset(&self->s, 0, sizeof self->s);
+    self->s.fd = -1;
+    self->closed = 1;
+    self->exports = 0;
+    self->last_cnt0 = self->last_cnt2 = 0;
+    self->last_atime_ns = 0;
+    self->last_slot = 0;
+    return self;
+}
+
+static int remember_file(StreamObject *self) {
+    struct stat st;
+    if (fstat(self->s.fd, &st)) {
+        raise_code(-1, "cannot stat the stream file");
+        return -1;
+    }
+    self->dev = st.st_dev;
+    self->ino = st.st_ino;
+    self->closed = 0;
+    return 0;
+}
+
+static PyObject *mod_create(PyObject *mod, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", "shape", "atype", "depth", "nbkw", "mode", NULL};
+    const char *path;
+    PyObject *shape;
+    int atype, mode = 0600;
+    unsigned int depth = 1, nbkw = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sOi|IIi", kwlist, &path, &shape, &atype, &depth,
+                                     &nbkw, &mode))
+        return NULL;
+    PyObject *seq = PySequence_Fast(shape, "shape must be a sequence of ints");
+    if (!seq) return NULL;
+    Py_ssize_t naxis = PySequence_Fast_GET_SIZE(seq);
+    uint32_t size[3] = {0, 0, 0};
+    if (naxis < 1 || naxis > 3) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "a DAO stream has 1 to 3 axes, not %zd", naxis);
+    }
+    for (Py_ssize_t i = 0; i < naxis; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred() || v == 0 || v > UINT32_MAX) {
+            PyErr_Clear();
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError,
+                                "axis %zd: lengths must be integers from 1 to 4294967295", i);
+        }
+        size[i] = (uint32_t)v;
+    }
+    Py_DECREF(seq);
+    StreamObject *self = new_stream();
+    if (!self) return NULL;
+    char err[DAO_ERRLEN];
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = dao_create(&self->s, path, (int)naxis, size, atype, depth, nbkw, mode, err);
+    Py_END_ALLOW_THREADS
+    if (r || remember_file(self)) {
+        if (r) raise_code(r, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *mod_open(PyObject *mod, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path)) return NULL;
+    StreamObject *self = new_stream();
+    if (!self) return NULL;
+    char err[DAO_ERRLEN];
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = dao_open(&self->s, path, 0, err);
+    Py_END_ALLOW_THREADS
+    if (r || remember_file(self)) {
+        if (r) raise_code(r, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *mod_semaphore_base(PyObject *mod, PyObject *args) {
+    const char *path;
+    char base[DAO_NAME_LEN], err[DAO_ERRLEN];
+    if (!PyArg_ParseTuple(args, "s", &path)) return NULL;
+    if (dao_semaphore_base(path, base, err)) return raise_code(-3, err);
+    return PyUnicode_FromString(base);
+}
+
+static PyObject *mod_unlink_semaphores(PyObject *mod, PyObject *args) {
+    const char *base;
+    if (!PyArg_ParseTuple(args, "s", &base)) return NULL;
+    dao_unlink_semaphores(base, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_now_ns(PyObject *mod, PyObject *noargs) {
+    return PyLong_FromLongLong(dao_now_ns());
+}
+
+/* ---- Stream methods ---------------------------------------------------------------------- */
+
+static void stream_unmap_if_unused(StreamObject *self) {
+    if (self->closed && self->exports == 0 && self->s.map) {
+        munmap(self->s.map, self->s.map_size);
+        self->s.map = NULL;
+    }
+}
+
+static PyObject *stream_close(StreamObject *self, PyObject *noargs) {
+    if (self->closed) Py_RETURN_NONE;
+    dao_abort_write(&self->s);
+    /* Keep the mapping while numpy views of it exist; release everything else now. */
+    unsigned char *map = self->s.map;
+    self->s.map = NULL;
+    dao_close(&self->s);
+    self->s.map = map;
+    self->closed = 1;
+    stream_unmap_if_unused(self);
+    Py_RETURN_NONE;
+}
+
+static void stream_dealloc(StreamObject *self) {
+    if (!self->closed) {
+        dao_abort_write(&self->s);
+        dao_close(&self->s);
+    } else if (self->s.map) {
+        munmap(self->s.map, self->s.map_size);
+    }
+    PyObject_Free(self);
+}
+
+static int get_frame_buffer(StreamObject *self, PyObject *obj, Py_buffer *view, int writable,
+                            size_t nbytes) {
+    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if ((size_t)view->len != nbytes) {
+        PyErr_Format(PyExc_ValueError, "a buffer of %zd bytes was given for %s, whose frames "
+                     "are %zu bytes", view->len, self->s.path, nbytes);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *stream_write(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"data", "cnt2", "atime_ns", NULL};
+    PyObject *obj;
+    long long cnt2 = -1, atime = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|LL", kwlist, &obj, &cnt2, &atime)) return NULL;
+    if (check_writable(self)) return NULL;
+    if (self->s.writing_slot >= 0) {
+        PyErr_Format(StreamError, "a partial write of %s is open: finalize it first",
+                     self->s.path);
+        return NULL;
+    }
+    Py_buffer view;
+    if (get_frame_buffer(self, obj, &view, 0, self->s.frame_bytes)) return NULL;
+    if (view.len >= NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        dao_write(&self->s, view.buf, cnt2, atime);
+        Py_END_ALLOW_THREADS
+    } else {
+        dao_write(&self->s, view.buf, cnt2, atime);
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_read(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"out", "slot", NULL};
+    PyObject *obj;
+    int slot = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|i", kwlist, &obj, &slot)) return NULL;
+    if (check_open(self)) return NULL;
+    Py_buffer view;
+    if (get_frame_buffer(self, obj, &view, 1, self->s.frame_bytes)) return NULL;
+    uint32_t idx;
+    uint64_t c0, c2;
+    int64_t at;
+    int r;
+    if (view.len >= NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        r = dao_read(&self->s, slot, view.buf, 1000000000LL, &idx, &c0, &c2, &at);
+        Py_END_ALLOW_THREADS
+    } else {
+        r = dao_read(&self->s, slot, view.buf, 1000000000LL, &idx, &c0, &c2, &at);
+    }
+    PyBuffer_Release(&view);
+    if (r != DAO_SUCCESS) {
+        PyErr_Format(StreamError,
+                     "slot %d of %s stayed under write for 1 s: its writer is stuck or died "
+                     "mid-frame; restart the writer", slot, self->s.path);
+        return NULL;
+    }
+    self->last_slot = idx;
+    self->last_cnt0 = c0;
+    self->last_cnt2 = c2;
+    self->last_atime_ns = at;
+    return PyLong_FromUnsignedLongLong(c0);
+}
+
+/* Parse a timeout in seconds: None or a negative number waits forever. */
+static int parse_timeout(PyObject *obj, int64_t *ns) {
+    if (obj == Py_None) {
+        *ns = -1;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    *ns = t < 0 ? -1 : (int64_t)(t * 1e9);
+    return 0;
+}
+
+static PyObject *stream_wait(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"semnb", "timeout", NULL};
+    int semnb = 0;
+    PyObject *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|iO", kwlist, &semnb, &tobj)) return NULL;
+    int64_t timeout;
+    if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
+    int64_t waited = 0;
+    for (;;) {
+        int64_t slice = SLICE_NS;
+        if (timeout >= 0 && timeout - waited < slice) slice = timeout - waited;
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = dao_wait_sem(&self->s, semnb, slice > 0 ? slice : 0);
+        Py_END_ALLOW_THREADS
+        if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
+        if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
+        waited += slice;
+        if (timeout >= 0 && waited >= timeout) return PyLong_FromLong(DAO_TIMEOUT);
+        if (PyErr_CheckSignals() || check_same_file(self)) return NULL;
+    }
+}
+
+static PyObject *stream_wait_counter(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"seen", "timeout", "spin", "semnb", NULL};
+    unsigned long long seen;
+    PyObject *tobj = Py_None;
+    double spin = 0.01;
+    int semnb = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "K|Odi", kwlist, &seen, &tobj, &spin, &semnb))
+        return NULL;
+    int64_t timeout;
+    if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
+    int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0, waited = 0;
+    for (;;) {
+        int64_t slice = SLICE_NS + spin_ns;
+        if (timeout >= 0 && timeout - waited < slice) slice = timeout - waited;
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = dao_wait_counter(&self->s, seen, spin_ns, semnb, slice > 0 ? slice : 0);
+        Py_END_ALLOW_THREADS
+        if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
+        waited += slice;
+        spin_ns = 0; /* spin once, at entry */
+        if (timeout >= 0 && waited >= timeout) return PyLong_FromLong(DAO_TIMEOUT);
+        if (PyErr_CheckSignals() || check_same_file(self)) return NULL;
+    }
+}
+
+static PyObject *stream_begin_write(StreamObject *self, PyObject *noargs) {
+    if (check_writable(self)) return NULL;
+    return PyLong_FromUnsignedLong(dao_begin_write(&self->s));
+}
+
+static PyObject *stream_abort_write(StreamObject *self, PyObject *noargs) {
+    if (!self->closed) dao_abort_write(&self->s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_finalize(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"cnt2", "atime_ns", NULL};
+    long long cnt2 = -1, atime = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LL", kwlist, &cnt2, &atime)) return NULL;
+    if (check_writable(self)) return NULL;
+    dao_finalize(&self->s, cnt2, atime);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_write_part(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"data", "position", "packet_id", "packet_total", "frame_number",
+                             NULL};
+    PyObject *obj;
+    unsigned int position, packet_id, packet_total;
+    unsigned long long frame_number;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OIIIK", kwlist, &obj, &position, &packet_id,
+                                     &packet_total, &frame_number))
+        return NULL;
+    if (check_writable(self)) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (view.len % self->s.itemsize) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "a packet of %zd bytes is not a whole number of "
+                            "%zu-byte elements", view.len, self->s.itemsize);
+    }
+    char err[DAO_ERRLEN];
+    int r = dao_write_part(&self->s, view.buf, position, (uint32_t)(view.len / self->s.itemsize),
+                           packet_id, packet_total, frame_number, err);
+    PyBuffer_Release(&view);
+    if (r) return raise_code(r, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_combine(StreamObject *self, PyObject *arg) {
+    if (check_writable(self)) return NULL;
+    PyObject *seq = PySequence_Fast(arg, "combine takes a sequence of streams");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    dao_stream_t **srcs = PyMem_Malloc((n ? n : 1) * sizeof *srcs);
+    if (!srcs) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyObject_TypeCheck(o, &StreamType) || ((StreamObject *)o)->closed ||
+            (StreamObject *)o == self) {
+            PyMem_Free(srcs);
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError, "source %zd is not an open stream distinct from "
+                                                  "the destination", i);
+        }
+        srcs[i] = &((StreamObject *)o)->s;
+    }
+    char err[DAO_ERRLEN];
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = dao_combine(&self->s, srcs, (int)n, err);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(srcs);
+    Py_DECREF(seq);
+    if (r) return raise_code(r, err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_drain(StreamObject *self, PyObject *args) {
+    int semnb;
+    if (!PyArg_ParseTuple(args, "i", &semnb)) return NULL;
+    if (check_open(self) || check_sem(semnb)) return NULL;
+    dao_drain_sem(&self->s, semnb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_sem_value(StreamObject *self, PyObject *args) {
+    int semnb;
+    if (!PyArg_ParseTuple(args, "i", &semnb)) return NULL;
+    if (check_open(self) || check_sem(semnb)) return NULL;
+    return PyLong_FromLong(dao_sem_value(&self->s, semnb));
+}
+
+static PyObject *stream_newest(StreamObject *self, PyObject *noargs) {
+    if (check_open(self)) return NULL;
+    return PyLong_FromUnsignedLong(dao_newest(&self->s));
+}
+
+static PyObject *stream_counter(StreamObject *self, PyObject *noargs) {
+    if (check_open(self)) return NULL;
+    return PyLong_FromUnsignedLongLong(dao_counter(&self->s));
+}
+
+static PyObject *stream_get_closed(StreamObject *self, void *c) { return PyBool_FromLong(self->closed); }
+static PyObject *stream_get_readonly(StreamObject *self, void *c) {
+    return PyBool_FromLong(self->s.readonly);
+}
+static PyObject *stream_get_path(StreamObject *self, void *c) {
+    return PyUnicode_FromString(self->s.path);
+}
+static PyObject *stream_get_base(StreamObject *self, void *c) {
+    return PyUnicode_FromString(self->s.base);
+}
+static PyObject *stream_get_depth(StreamObject *self, void *c) {
+    return PyLong_FromUnsignedLong(self->s.depth);
+}
+static PyObject *stream_get_nbkw(StreamObject *self, void *c) {
+    return PyLong_FromUnsignedLong(self->s.nbkw);
+}
+static PyObject *stream_get_frame_bytes(StreamObject *self, void *c) {
+    return PyLong_FromSize_t(self->s.frame_bytes);
+}
+static PyObject *stream_get_writing(StreamObject *self, void *c) {
+    return PyLong_FromLong(self->s.writing_slot);
+}
+
+static int stream_getbuffer(StreamObject *self, Py_buffer *view, int flags) {
+    if (!self->s.map) {
+        PyErr_SetString(StreamError, "the stream is closed");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->s.map, (Py_ssize_t)self->s.map_size,
+                          self->s.readonly, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void stream_releasebuffer(StreamObject *self, Py_buffer *view) {
+    self->exports--;
+    stream_unmap_if_unused(self);
+}
+
+static PyBufferProcs stream_as_buffer = {
+    (getbufferproc)stream_getbuffer,
+    (releasebufferproc)stream_releasebuffer,
+};
+
+static PyMethodDef stream_methods[] = {
+    {"close", (PyCFunction)stream_close, METH_NOARGS, "Close the stream (the mapping lives on while views exist)."},
+    {"write", (PyCFunction)(void (*)(void))stream_write, METH_VARARGS | METH_KEYWORDS,
+     "write(data, cnt2=-1, atime_ns=0): write one whole frame and post the semaphores."},
+    {"read", (PyCFunction)(void (*)(void))stream_read, METH_VARARGS | METH_KEYWORDS,
+     "read(out, slot=-1) -> cnt0: torn-free copy of a slot (newest if -1) into out."},
+    {"wait", (PyCFunction)(void (*)(void))stream_wait, METH_VARARGS | METH_KEYWORDS,
+     "wait(semnb=0, timeout=None) -> status: wait on a semaphore without the GIL."},
+    {"wait_counter", (PyCFunction)(void (*)(void))stream_wait_counter,
+     METH_VARARGS | METH_KEYWORDS,
+     "wait_counter(seen, timeout=None, spin=0.01, semnb=0) -> status: spin until the counter "
+     "moves, then fall back to the semaphore."},
+    {"begin_write", (PyCFunction)stream_begin_write, METH_NOARGS, "Open a write of the next slot."},
+    {"abort_write", (PyCFunction)stream_abort_write, METH_NOARGS, "Drop an open write."},
+    {"finalize", (PyCFunction)(void (*)(void))stream_finalize, METH_VARARGS | METH_KEYWORDS,
+     "finalize(cnt2=-1, atime_ns=0): publish the slot being written."},
+    {"write_part", (PyCFunction)(void (*)(void))stream_write_part, METH_VARARGS | METH_KEYWORDS,
+     "write_part(data, position, packet_id, packet_total, frame_number)."},
+    {"combine", (PyCFunction)stream_combine, METH_O, "combine(streams): write the sum of their newest frames."},
+    {"drain", (PyCFunction)stream_drain, METH_VARARGS, "drain(semnb): set a semaphore to 0."},
+    {"sem_value", (PyCFunction)stream_sem_value, METH_VARARGS, "sem_value(semnb) -> int."},
+    {"newest", (PyCFunction)stream_newest, METH_NOARGS, "Index of the newest slot."},
+    {"counter", (PyCFunction)stream_counter, METH_NOARGS, "cnt0 of the newest slot."},
+    {NULL},
+};
+
+static PyGetSetDef stream_getset[] = {
+    {"closed", (getter)stream_get_closed, NULL, NULL, NULL},
+    {"readonly", (getter)stream_get_readonly, NULL, NULL, NULL},
+    {"path", (getter)stream_get_path, NULL, NULL, NULL},
+    {"base", (getter)stream_get_base, NULL, NULL, NULL},
+    {"depth", (getter)stream_get_depth, NULL, NULL, NULL},
+    {"nbkw", (getter)stream_get_nbkw, NULL, NULL, NULL},
+    {"frame_bytes", (getter)stream_get_frame_bytes, NULL, NULL, NULL},
+    {"writing_slot", (getter)stream_get_writing, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyMemberDef stream_members[] = {
+    {"last_cnt0", T_ULONGLONG, offsetof(StreamObject, last_cnt0), READONLY, "cnt0 of the last read"},
+    {"last_cnt2", T_ULONGLONG, offsetof(StreamObject, last_cnt2), READONLY, "cnt2 of the last read"},
+    {"last_atime_ns", T_LONGLONG, offsetof(StreamObject, last_atime_ns), READONLY,
+     "timestamp (ns since the epoch) of the last read"},
+    {"last_slot", T_UINT, offsetof(StreamObject, last_slot), READONLY, "slot of the last read"},
+    {NULL},
+};
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dao._shm.Stream",
+    .tp_basicsize = sizeof(StreamObject),
+    .tp_dealloc = (destructor)stream_dealloc,
+    .tp_as_buffer = &stream_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A mapped DAO stream (low level; use dao.shm).",
+    .tp_methods = stream_methods,
+    .tp_getset = stream_getset,
+    .tp_members = stream_members,
+};
+
+static PyMethodDef module_methods[] = {
+    {"create", (PyCFunction)(void (*)(void))mod_create, METH_VARARGS | METH_KEYWORDS,
+     "create(path, shape, atype, depth=1, nbkw=0, mode=0o600) -> Stream"},
+    {"open", (PyCFunction)mod_open, METH_VARARGS, "open(path) -> Stream"},
+    {"semaphore_base", (PyCFunction)mod_semaphore_base, METH_VARARGS,
+     "semaphore_base(path) -> the base name of the stream's semaphores"},
+    {"unlink_semaphores", (PyCFunction)mod_unlink_semaphores, METH_VARARGS,
+     "unlink_semaphores(base): remove every semaphore of that base name"},
+    {"now_ns", (PyCFunction)mod_now_ns, METH_NOARGS, "CLOCK_REALTIME in ns since the epoch"},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "dao._shm", "C core of dao's shared-memory streams.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__shm(void) {
+    if (PyType_Ready(&StreamType) < 0) return NULL;
+    PyObject *errors = PyImport_ImportModule("dao.errors");
+    if (!errors) return NULL;
+    StreamError = PyObject_GetAttrString(errors, "StreamError");
+    StreamFormatError = PyObject_GetAttrString(errors, "StreamFormatError");
+    StreamNotFoundError = PyObject_GetAttrString(errors, "StreamNotFoundError");
+    StreamTimeout = PyObject_GetAttrString(errors, "StreamTimeout");
+    Py_DECREF(errors);
+    if (!StreamError || !StreamFormatError || !StreamNotFoundError || !StreamTimeout) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    Py_INCREF(&StreamType);
+    PyModule_AddObject(m, "Stream", (PyObject *)&StreamType);
+    PyModule_AddIntConstant(m, "META_SIZE", DAO_META_SIZE);
+    PyModule_AddIntConstant(m, "KW_SIZE", DAO_KW_SIZE);
+    PyModule_AddIntConstant(m, "NSEM", DAO_NSEM);
+    PyModule_AddIntConstant(m, "SUCCESS", DAO_SUCCESS);
+    PyModule_AddIntConstant(m, "ERROR", DAO_ERROR);
+    PyModule_AddIntConstant(m, "TIMEOUT", DAO_TIMEOUT);
+    PyModule_AddIntConstant(m, "OVERWRITE", DAO_OVERWRITE);
+    PyModule_AddIntConstant(m, "NOTREADY", DAO_NOTREADY);
+    return m;
+}
