@@ -84,10 +84,11 @@ static int check_sem(int semnb) {
 /* The file at our path must still be the one we mapped. */
 static int check_same_file(StreamObject *self) {
     struct stat st;
-    if (stat(self->s.path, &st) || st.st_ino != self->ino || st.st_dev != self->dev) {
+    if (stat(self->s.path, &st) || st.st_ino != self->ino || st.st_dev != self->dev ||
+        (size_t)st.st_size < self->s.map_size) {
         PyErr_Format(StreamError,
-                     "%s was deleted or re-created by another process while this process waited "
-                     "on it: open it again with dao.shm(path)", self->s.path);
+                     "%s was deleted, re-created or truncated by another process while this "
+                     "process waited on it: open it again with dao.shm(path)", self->s.path);
         return -1;
     }
     return 0;

@@ -371,7 +371,7 @@ def test_deleted_while_waiting_is_reported(name):
     r = dao.shm(name)
     r.claim_semaphore()  # drains the post of the first write
     threading.Timer(0.15, lambda: dao.remove(s.path)).start()
-    with pytest.raises(dao.StreamError, match="deleted or re-created"):
+    with pytest.raises(dao.StreamError, match="deleted, re-created"):
         r.get_data(check=True, timeout=5)
 
 
