@@ -22,7 +22,48 @@ from dao.shm import FrameInfo, Keywords, combine, list_streams, remove, shm, str
 
 __version__ = "0.1.0"
 
+# Heavier parts (ZeroMQ, protobuf, Numba) load on first use, so ``import dao`` stays fast.
+_LAZY = {
+    "Component": "dao.component",
+    "Input": "dao.component",
+    "Output": "dao.component",
+    "ComponentError": "dao.component",
+    "Parameter": "dao.parameters",
+    "ParameterError": "dao.parameters",
+    "State": "dao.state",
+    "Event": "dao.state",
+    "StateMachine": "dao.state",
+    "IllegalTransition": "dao.state",
+    "HookError": "dao.state",
+    "RTThread": "dao.rtthread",
+    "ThreadTable": "dao.rtthread",
+    "SignalTable": "dao.rtthread",
+    "ComponentClient": "dao.command",
+    "CommandServer": "dao.command",
+    "CommandFailed": "dao.command",
+    "CommandTimeout": "dao.command",
+    "Supervisor": "dao.supervisor",
+    "TRACE": "dao.logbus",
+    "LogBusHandler": "dao.logbus",
+    "LogForwarder": "dao.logbus",
+    "LogSubscriber": "dao.logbus",
+}
+_SUBMODULES = {"recon", "testing"}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dao.{name}")
+    raise AttributeError(f"module 'dao' has no attribute {name!r}")
+
 __all__ = [
+    *_LAZY,
     "DaoError",
     "DaoWarning",
     "FrameInfo",

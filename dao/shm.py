@@ -666,7 +666,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
             self._claim = (i, fd)
-            s.drain(i)
+            self.drain_semaphore(i)
             return i
         held = self.semaphore_claims()
         raise StreamError(
@@ -675,6 +675,15 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             else f"all 10 semaphores of {s.path} are claimed by live processes {held}: "
             "close a reader first"
         )
+
+    def drain_semaphore(self, index: int | None = None) -> None:
+        """Clear stale posts of a semaphore (default: the claimed one, else 0).
+
+        A semaphore is a "new frame" flag: a post made while nobody waited stays pending and
+        wakes the next wait at once. Drain it to wait for a frame written from now on.
+        """
+        i = index if index is not None else (self._claim[0] if self._claim else 0)
+        self._stream.drain(i)
 
     def release_semaphore(self) -> None:
         """Give back the semaphore index claimed with :meth:`claim_semaphore`."""
