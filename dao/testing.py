@@ -175,11 +175,13 @@ class PairResult:
     values: np.ndarray = field(repr=False)
     torn: int = 0
     timeouts: int = 0
+    written: int = 0
+    write_s: float = 0.0
 
     @property
     def rate_hz(self) -> float:
-        """Frames read per second."""
-        return self.frames / self.elapsed_s if self.elapsed_s else 0.0
+        """Frames written per second."""
+        return self.written / self.write_s if self.write_s else 0.0
 
     def latency_us(self, q: float) -> float:
         """Wake-up latency percentile ``q`` (0-100), in microseconds."""
@@ -234,4 +236,6 @@ def run_pair(
         values=res["values"],
         torn=res["torn"],
         timeouts=res["timeouts"],
+        written=n,
+        write_s=got["writer"],
     )
