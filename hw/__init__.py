@@ -1,0 +1,1 @@
+"""dao.hw: device interfaces and the simulated AO bench (installed as :mod:`dao.hw`)."""
