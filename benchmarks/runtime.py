@@ -197,7 +197,7 @@ def bench_command(n: int) -> None:
 def bench_component(n: int, period: float = 1e-3) -> None:
     import dao
     from dao.command import ComponentClient
-    from dao.testing import run_pair, temporary_stream_dir, unique_name
+    from dao.testing import run_pair, sleep_until, temporary_stream_dir, unique_name
 
     with temporary_stream_dir():
         # baseline: raw wake-up latency of a bare reader process on a stream
@@ -245,9 +245,7 @@ def bench_component(n: int, period: float = 1e-3) -> None:
             nxt = time.perf_counter()
             for k in range(n + 50):
                 nxt += period
-                while (left := nxt - time.perf_counter()) > 0:
-                    if left > 2e-4:
-                        time.sleep(left - 1.5e-4)
+                sleep_until(nxt)
                 frame.fill(k + 1)
                 src.set_data(frame)
                 t_in = src.get_timestamp_ns() * 1e-9

@@ -119,6 +119,16 @@ static int remember_file(StreamObject *self) {
     return 0;
 }
 
+/* The new Stream object once dao_create or dao_open returned r, or NULL with the error set. */
+static PyObject *finish_stream(StreamObject *self, int r, const char *err) {
+    if (r || remember_file(self)) {
+        if (r) raise_code(r, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
 static PyObject *mod_create(PyObject *mod, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"path", "shape", "atype", "depth", "nbkw", "mode", NULL};
     const char *path;
@@ -154,12 +164,7 @@ static PyObject *mod_create(PyObject *mod, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     r = dao_create(&self->s, path, (int)naxis, size, atype, depth, nbkw, mode, err);
     Py_END_ALLOW_THREADS
-    if (r || remember_file(self)) {
-        if (r) raise_code(r, err);
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
+    return finish_stream(self, r, err);
 }
 
 static PyObject *mod_open(PyObject *mod, PyObject *args) {
@@ -172,12 +177,7 @@ static PyObject *mod_open(PyObject *mod, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     r = dao_open(&self->s, path, 0, err);
     Py_END_ALLOW_THREADS
-    if (r || remember_file(self)) {
-        if (r) raise_code(r, err);
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
+    return finish_stream(self, r, err);
 }
 
 static PyObject *mod_semaphore_base(PyObject *mod, PyObject *args) {
