@@ -18,7 +18,7 @@ from dao.errors import (
     StreamNotFoundError,
     StreamTimeout,
 )
-from dao.shm import FrameInfo, Keywords, combine, list_streams, remove, shm, stream_path
+from dao.shm import Frame, FrameInfo, Keywords, combine, list_streams, remove, shm, stream_path
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     *_LAZY,
     "DaoError",
     "DaoWarning",
+    "Frame",
     "FrameInfo",
     "Keywords",
     "SemaphoreConflictError",

@@ -29,7 +29,16 @@ from dao.errors import (
     StreamTimeout,
 )
 
-__all__ = ["shm", "FrameInfo", "Keywords", "stream_path", "list_streams", "remove", "combine"]
+__all__ = [
+    "shm",
+    "Frame",
+    "FrameInfo",
+    "Keywords",
+    "stream_path",
+    "list_streams",
+    "remove",
+    "combine",
+]
 
 SUFFIX = ".im.shm"
 #: Where semaphores (and our claim and owner files) live on Linux.
@@ -166,6 +175,19 @@ class FrameInfo(NamedTuple):
     """Write time, in ns since the epoch (CLOCK_REALTIME)."""
     slot: int
     """FIFO slot the frame was read from."""
+
+
+class Frame(NamedTuple):
+    """A frame read in order from a FIFO stream (see :meth:`shm.iter_frames`)."""
+
+    data: np.ndarray
+    """The frame (a copy)."""
+    counter: int
+    """cnt0 of the frame."""
+    timestamp_ns: int
+    """Write time, in ns since the epoch."""
+    lost: int
+    """Frames overwritten before they could be read, just before this one (0: none)."""
 
 
 class Keywords(MutableMapping):
@@ -358,6 +380,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self._map()
         if data is not None:
             self.set_data(data)
+        self.reset_tail()
 
     # -- creation and mapping ----------------------------------------------------------------
     def _create(self, p: str, data: Any, depth: int, nbkw: int, group: bool) -> None:
@@ -564,12 +587,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                     f"no new frame on {s.path} within {timeout} s "
                     f"({'spinning' if spin else f'semaphore {sem}'}): is its writer running?"
                 )
-        if out is None:
-            out = np.empty(self._shape, self._dtype)
-        elif out.dtype != self._dtype or out.shape != self._shape or not out.flags.c_contiguous:
-            raise StreamMismatchError(
-                f"out must be a C-contiguous {self._dtype} array of shape {self._shape}"
-            )
+        out = self._out(out)
         s.read(out)
         return out
 
@@ -770,6 +788,163 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                     f"({self.dtype} {self.shape}): shapes and dtypes must match"
                 )
         self._stream.combine([src._stream for src in sources])
+
+    # -- FIFO reading (spec section 8) ---------------------------------------------------------
+    def reset_tail(self) -> None:
+        """Move this reader's FIFO cursor to the newest frame: the next frame read is the one
+        written after it."""
+        s = self._stream
+        i = s.newest()
+        self._tail = (i, int(self._meta["cnt0"][i]))
+
+    def check_segment_overwrite(self) -> int:
+        """``DAO_OVERWRITE`` if the slot under this reader's cursor is being rewritten or was
+        rewritten since it was read, else ``DAO_SUCCESS``."""
+        slot, cnt = self._tail
+        m = self._meta[slot]
+        if m["write"] or int(m["cnt0"]) != cnt:
+            return self.DAO_OVERWRITE
+        return self.DAO_SUCCESS
+
+    def get_data_next(
+        self,
+        wait: bool = False,
+        timeout: float | None = None,
+        spin: bool = False,
+        *,
+        out: np.ndarray | None = None,
+    ) -> tuple[int, np.ndarray | None]:
+        """Read the frame after this reader's cursor, in order, without missing one.
+
+        Parameters
+        ----------
+        wait : bool
+            If no new frame is there yet, wait for one (on the claimed semaphore, else 0).
+        timeout : float, optional
+            Longest wait in seconds; None waits until a frame comes (Ctrl-C interrupts).
+        spin : bool
+            Busy-spin on the counter for :attr:`spin_time` seconds before sleeping.
+        out : numpy.ndarray, optional
+            Preallocated frame to read into.
+
+        Returns
+        -------
+        status : int
+            ``DAO_SUCCESS`` (the next frame), ``DAO_OVERWRITE`` (the writer lapped this reader:
+            frames were lost, and the cursor jumped to the newest frame, which is returned),
+            ``DAO_NOTREADY`` (no new frame, not waiting) or ``DAO_TIMEOUT``.
+        frame : numpy.ndarray or None
+            The frame read, None for NOTREADY and TIMEOUT. Its counter and timestamp are in
+            :attr:`last_read`.
+        """
+        s = self._stream
+        slot, cnt = self._tail
+        if s.counter() == cnt:
+            if not wait:
+                return self.DAO_NOTREADY, None
+            sem = self._claim[0] if self._claim else 0
+            t = timeout if timeout is not None and timeout >= 0 else None
+            status = s.wait_counter(cnt, t, self.spin_time if spin else 0.0, sem)
+            if status == _shm.TIMEOUT:
+                return self.DAO_TIMEOUT, None
+        out = self._out(out)
+        nxt = (slot + 1) % s.depth
+        got = s.read(out, nxt)
+        if got == cnt + 1:
+            self._tail = (nxt, got)
+            return self.DAO_SUCCESS, out
+        got = s.read(out, -1)  # lapped: resume on the newest frame
+        self._tail = (s.last_slot, got)
+        return self.DAO_OVERWRITE, out
+
+    def get_data_arbitrary(self, index: int, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Read FIFO slot ``index % depth`` (a physical slot, not an age), torn-free."""
+        s = self._stream
+        out = self._out(out)
+        s.read(out, int(index) % s.depth)
+        return out
+
+    def get_history(
+        self, n: int | None = None, *, out: np.ndarray | None = None, meta: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``n`` frames, oldest first, ending at the newest.
+
+        The history is consistent: every frame is read torn-free and belongs to one run of
+        consecutive counters; if the writer overwrites the oldest frames during the copy, the
+        copy is made again from the new newest frame.
+
+        Parameters
+        ----------
+        n : int, optional
+            Number of frames, at most the depth; default the depth. Fewer are returned if
+            fewer were ever written.
+        out : numpy.ndarray, optional
+            Preallocated ``(n, *shape)`` array to read into.
+        meta : bool
+            Also return the frames' counters (cnt0) and timestamps (ns since the epoch).
+
+        Returns
+        -------
+        frames : numpy.ndarray
+            ``(n, *shape)``.
+        counters, timestamps_ns : numpy.ndarray
+            ``(n,)`` uint64 and int64, if ``meta``.
+        """
+        s = self._stream
+        depth = s.depth
+        n = depth if n is None else int(n)
+        if not 1 <= n <= depth:
+            raise ValueError(f"history length must be 1 to the depth ({depth}), not {n}")
+        for _ in range(100):
+            newest = s.newest()
+            last = int(self._meta["cnt0"][newest])
+            k = min(n, last)
+            if out is None or out.shape[0] != k:
+                out = np.empty((k, *self._shape), self._dtype)
+            counters = np.empty(k, np.uint64)
+            times = np.empty(k, np.int64)
+            ok = True
+            for j in range(k):
+                slot = (newest - (k - 1) + j) % depth
+                got = s.read(out[j], slot)
+                if got != last - (k - 1) + j:
+                    ok = False  # overwritten by a newer frame during the copy: start again
+                    break
+                counters[j] = got
+                times[j] = s.last_atime_ns
+            if ok:
+                return (out, counters, times) if meta else out
+        raise StreamError(f"{s.path} is written faster than its history can be copied")
+
+    def iter_frames(
+        self, timeout: float | None = None, spin: bool = False
+    ) -> Iterator[Frame]:
+        """Yield every new frame in order, as :class:`Frame` (data, counter, time, lost).
+
+        Starts after the newest frame at the time of the call; ``lost`` counts frames the
+        writer overwrote before they could be read (the FIFO was too shallow). Stops when no
+        frame comes within ``timeout`` seconds (None: never stops by itself).
+        """
+        self.reset_tail()
+        return self._follow(timeout, spin)
+
+    def _follow(self, timeout: float | None, spin: bool) -> Iterator[Frame]:
+        while True:
+            prev = self._tail[1]
+            status, frame = self.get_data_next(wait=True, timeout=timeout, spin=spin)
+            if status == self.DAO_TIMEOUT:
+                return
+            cnt = self._tail[1]
+            yield Frame(frame, cnt, self._stream.last_atime_ns, cnt - prev - 1)
+
+    def _out(self, out: np.ndarray | None) -> np.ndarray:
+        if out is None:
+            return np.empty(self._shape, self._dtype)
+        if out.dtype != self._dtype or out.shape != self._shape or not out.flags.c_contiguous:
+            raise StreamMismatchError(
+                f"out must be a C-contiguous {self._dtype} array of shape {self._shape}"
+            )
+        return out
 
     def __enter__(self) -> shm:
         return self
