@@ -141,3 +141,35 @@ def test_centroiders_allocate_nothing():
             for _ in range(3):
                 sh.measure(frame)
             assert nrt_allocations() - before == 3 * 7, (n_sub, method)
+
+
+@pytest.mark.parametrize("n_bright", [1, 6, 12, 63, 64])
+def test_brightest_with_ties_matches_numpy(n_bright):
+    """Integer-valued pixels (many ties at the threshold) and extreme N on the 8x8 path."""
+    valid = circular_valid_mask(6)
+    corners = subaperture_corners(valid, S)
+    frame = np.random.default_rng(n_bright).integers(0, 6, (6 * S, 6 * S)).astype(np.float32)
+    sh = ShackHartmann(corners, S, method="brightest", n_bright=n_bright)
+    out = sh.measure(frame)
+    if n_bright < 64:
+        ref, _ = np_cog(frame, corners, "brightest", n_bright=n_bright)
+    else:  # fewer pixels than N + 1: every positive pixel is kept
+        ref, _ = np_cog(frame, corners, "tcog", threshold=0.0)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("search", [1, 2, 3])
+def test_correlation_fast_path_matches_generic(shared, search):
+    from dao.recon import correlate
+    from dao.recon.centroid import INTERP_GAUSSIAN
+
+    offs = np.random.default_rng(search).uniform(-1.5, 1.5, (60, 2))
+    frame, corners = spots(offs, seed=search)
+    sh = ShackHartmann(corners, S, method="correlation", search=search)
+    sh.update_reference(spots(offs[::-1], read=None)[0], shared=shared)
+    out = sh.measure(frame).copy()
+    ref = np.zeros_like(out)
+    correlate(frame, sh.corners, sh.reference, search, INTERP_GAUSSIAN,
+              np.zeros_like(sh._scratch), sh.reference_slopes, ref, np.zeros_like(sh.flux))
+    np.testing.assert_allclose(out, ref, atol=1e-3)
