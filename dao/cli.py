@@ -27,6 +27,21 @@ def _fmt_rate(hz: float | None) -> str:
     return f"{hz / 1e3:.2f} kHz" if hz >= 1e3 else f"{hz:.1f} Hz"
 
 
+def _history_span(s) -> tuple[int, float]:
+    """Frames in a stream's FIFO history and the time they span, in seconds."""
+    m = s._meta
+    written = (m["cnt0"] > 0) & (m["atime_ns"] > 0)
+    if written.sum() < 2:
+        return int(written.sum()), 0.0
+    t = m["atime_ns"][written]
+    return int(written.sum()), float(t.max() - t.min()) * 1e-9
+
+
+def _fmt_span(s) -> str:
+    n, span = _history_span(s)
+    return f"{n} in {_fmt_age(span)}" if n > 1 else "-"
+
+
 def _open(name: str):
     import dao
 
@@ -51,14 +66,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
     dt = time.monotonic() - t0
     now = time.time()
-    header = ("NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE")
+    header = ("NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE", "SPAN")
     table = []
     for p, s in streams.items():
         cnt = s.get_counter()
         rate = (cnt - before[p]) / dt if args.interval > 0 else None
         age = now - s.get_timestamp() if cnt else -1
         table.append((s.name, "x".join(map(str, s.shape)), str(s.dtype), str(s.depth), str(cnt),
-                      _fmt_age(age), _fmt_rate(rate)))
+                      _fmt_age(age), _fmt_rate(rate), _fmt_span(s)))
         s.close()
     if not table and not rows:
         from dao.shm import shm_dir
@@ -89,6 +104,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         elif key == "atime_ns" and value:
             value = f"{value}  ({_fmt_age(time.time() - value * 1e-9)} ago)"
         print(f"{key:<18}{value}")
+    n, span = _history_span(s)
+    print(f"{'newest slot':<18}{m['fifo_last_written']} of {s.depth}")
+    print(f"{'history':<18}{n} frames spanning {_fmt_age(span) if n > 1 else '-'}")
     kws = dict(s.keywords)
     print(f"keywords          {len(kws)} of {len(s._kw)} records used")
     for k, v in kws.items():
@@ -133,6 +151,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
         pass
     finally:
         s.close()
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from dao.telemetry import record
+
+    if args.frames is None and args.seconds is None:
+        raise ValueError("give --frames N or --seconds S")
+    res = record(args.names, args.out, frames=args.frames, seconds=args.seconds,
+                 progress=not args.quiet)
+    for name, n in res.frames.items():
+        print(f"{name}: {n} frames, {res.lost[name]} lost")
+    print(f"wrote {res.path} in {res.seconds:.2f} s")
     return 0
 
 
@@ -181,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--interval", type=float, default=1.0, help="seconds between lines")
     q.add_argument("--count", type=int, help="stop after this many lines")
     q.set_defaults(func=cmd_watch)
+
+    q = sub.add_parser("record", help="record streams to NetCDF, Zarr or FITS, loss-free")
+    q.add_argument("names", nargs="+", metavar="NAME")
+    q.add_argument("--frames", type=int, help="frames of each stream to record")
+    q.add_argument("--seconds", type=float, help="seconds to record")
+    q.add_argument("--out", required=True, help="output file: .nc, .zarr or .fits")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_record)
 
     q = sub.add_parser("demo", help="run the demo and print what it achieved")
     q.add_argument("--frames", type=int, default=5000, help="frames to send")

@@ -153,6 +153,8 @@ def remove(name: str | os.PathLike) -> None:
     for i in range(_shm.NSEM):
         with contextlib.suppress(OSError):
             os.unlink(_claim_file(base, i))
+    with contextlib.suppress(OSError):
+        os.unlink(path + ".xr.json")  # labels, see dao.xr
 
 
 def combine(sources: Sequence[shm], destination: shm) -> None:
@@ -857,6 +859,47 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self._tail = (s.last_slot, got)
         return self.DAO_OVERWRITE, out
 
+    def read_new(
+        self, out: np.ndarray, counters: np.ndarray, timestamps_ns: np.ndarray
+    ) -> tuple[int, int]:
+        """Copy, in order, every frame after this reader's cursor, in one call.
+
+        The batch form of :meth:`get_data_next`, for recorders: up to ``len(out)`` frames are
+        copied torn-free with the GIL released, and the cursor advances past them.
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            ``(k, *shape)`` C-contiguous array of the stream's dtype.
+        counters, timestamps_ns : numpy.ndarray
+            ``(k,)`` uint64 and int64 arrays, filled with each frame's cnt0 and timestamp.
+
+        Returns
+        -------
+        n : int
+            Frames copied (0 if none is new).
+        lost : int
+            Frames the writer overwrote before they could be copied (the cursor then jumped to
+            the newest frame, copied as the first of ``out``); 0 normally.
+        """
+        s = self._stream
+        if out.dtype != self._dtype or out.shape[1:] != self._shape:
+            raise StreamMismatchError(f"out must be (k, *{self._shape}) of {self._dtype}")
+        if counters.dtype != np.uint64 or timestamps_ns.dtype != np.int64:
+            raise TypeError("counters must be uint64 and timestamps_ns int64")
+        slot, cnt = self._tail
+        n = s.read_new(out, slot, cnt, counters, timestamps_ns)
+        lost = 0
+        if n < 0:  # lapped: resume on the newest frame
+            got = s.read(out[0], -1)
+            counters[0], timestamps_ns[0] = got, s.last_atime_ns
+            lost = got - cnt - 1
+            self._tail = (s.last_slot, got)
+            return 1, lost
+        if n:
+            self._tail = ((slot + n) % s.depth, int(counters[n - 1]))
+        return n, lost
+
     def get_data_arbitrary(self, index: int, *, out: np.ndarray | None = None) -> np.ndarray:
         """Read FIFO slot ``index % depth`` (a physical slot, not an age), torn-free."""
         s = self._stream
@@ -936,6 +979,36 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                 return
             cnt = self._tail[1]
             yield Frame(frame, cnt, self._stream.last_atime_ns, cnt - prev - 1)
+
+    # -- labelled views (dao.xr) ----------------------------------------------------------------
+    def set_labels(self, dims, coords=None, attrs=None, name=None) -> None:
+        """Store dims, coordinates and attributes of the frames; see :func:`dao.xr.set_labels`.
+
+        Examples
+        --------
+        >>> import numpy as np, dao
+        >>> s = dao.shm("doc_slopes", np.zeros((2, 5), np.float32))
+        >>> s.set_labels(("axis", "subaperture"), coords={"axis": ["x", "y"]},
+        ...              attrs={"units": "pixel"})
+        >>> dao.shm("doc_slopes").to_xarray().dims
+        ('axis', 'subaperture')
+        >>> s.delete()
+        """
+        from dao import xr
+
+        xr.set_labels(self, dims, coords, attrs, name)
+
+    def to_xarray(self, copy: bool = False):
+        """The newest frame as a labelled :class:`xarray.DataArray` (see :func:`dao.xr.view`)."""
+        from dao import xr
+
+        return xr.view(self, copy=copy)
+
+    def history_xarray(self, n: int | None = None):
+        """The last ``n`` frames as a DataArray with ``frame``, ``cnt0`` and ``time``."""
+        from dao import xr
+
+        return xr.history(self, n)
 
     def _out(self, out: np.ndarray | None) -> np.ndarray:
         if out is None:

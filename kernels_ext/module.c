@@ -301,6 +301,62 @@ static PyObject *stream_read(StreamObject *self, PyObject *args, PyObject *kw) {
     return PyLong_FromUnsignedLongLong(c0);
 }
 
+/* read_new(out, tail_slot, tail_cnt, counters, times) -> n, or -1 if the writer lapped the
+ * cursor. Copies, torn-free and in order, the frames after the cursor (counters tail_cnt+1...)
+ * that are there, as many as `out` holds, with the GIL released. */
+static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
+    PyObject *obj, *cobj, *tobj;
+    unsigned int tail_slot;
+    unsigned long long tail_cnt;
+    if (!PyArg_ParseTuple(args, "OIKOO", &obj, &tail_slot, &tail_cnt, &cobj, &tobj)) return NULL;
+    if (check_open(self)) return NULL;
+    Py_buffer view, cview, tview;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(cobj, &cview, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(tobj, &tview, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&cview);
+        return NULL;
+    }
+    size_t fb = self->s.frame_bytes;
+    Py_ssize_t cap = fb ? view.len / (Py_ssize_t)fb : 0;
+    if (cview.len / 8 < cap) cap = cview.len / 8;
+    if (tview.len / 8 < cap) cap = tview.len / 8;
+    uint64_t *cnts = cview.buf;
+    int64_t *times = tview.buf;
+    long long n = 0;
+    uint32_t depth = self->s.depth;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t newest = dao_counter(&self->s);
+    uint64_t avail = newest > tail_cnt ? newest - tail_cnt : 0;
+    if (avail > depth) {
+        n = -1;
+    } else {
+        if ((long long)avail < cap) cap = (Py_ssize_t)avail;
+        for (; n < cap; n++) {
+            uint32_t slot = (uint32_t)((tail_slot + 1 + n) % depth);
+            uint64_t c;
+            int64_t at;
+            if (dao_read(&self->s, (int)slot, (char *)view.buf + n * fb, 1000000000LL, NULL, &c,
+                         NULL, &at) != DAO_SUCCESS ||
+                c != tail_cnt + 1 + (uint64_t)n) {
+                if (n == 0) n = -1; /* overwritten under the cursor */
+                break;
+            }
+            cnts[n] = c;
+            times[n] = at;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&cview);
+    PyBuffer_Release(&tview);
+    return PyLong_FromLongLong(n);
+}
+
 /* Parse a timeout in seconds: None or a negative number waits forever. */
 static int parse_timeout(PyObject *obj, int64_t *ns) {
     if (obj == Py_None) {
@@ -515,6 +571,8 @@ static PyMethodDef stream_methods[] = {
      "write(data, cnt2=-1, atime_ns=0): write one whole frame and post the semaphores."},
     {"read", (PyCFunction)(void (*)(void))stream_read, METH_VARARGS | METH_KEYWORDS,
      "read(out, slot=-1) -> cnt0: torn-free copy of a slot (newest if -1) into out."},
+    {"read_new", (PyCFunction)stream_read_new, METH_VARARGS,
+     "read_new(out, tail_slot, tail_cnt, counters, times) -> n (-1: lapped)."},
     {"wait", (PyCFunction)(void (*)(void))stream_wait, METH_VARARGS | METH_KEYWORDS,
      "wait(semnb=0, timeout=None) -> status: wait on a semaphore without the GIL."},
     {"wait_counter", (PyCFunction)(void (*)(void))stream_wait_counter,

@@ -24,7 +24,8 @@ def test_ls_lists_streams_with_rate(name, stream_dir):
     res = run("ls", "--interval", "0")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE"]
+    assert lines[0].split() == ["NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE",
+                                "SPAN"]
     row = next(line for line in lines if line.startswith(name)).split()
     assert row[1:5] == ["4x6", "uint16", "3", "1"]
     assert any("broken.im.shm: unreadable" in line for line in lines)
@@ -41,6 +42,15 @@ def test_info_shows_metadata_and_keywords(name):
     assert s.path in out and "(5,)" in out and "float64" in out
     assert "cnt0              2" in out and "cnt2              12" in out
     assert "gain" in out and "integrator gain" in out
+
+
+def test_info_shows_fifo_history(name):
+    s = dao.shm(name, np.zeros(2, np.float32), depth=4)
+    for _ in range(5):
+        s.set_data(np.zeros(2, np.float32))
+        time.sleep(0.01)
+    out = run("info", name).stdout
+    assert "newest slot       1 of 4" in out and "history           4 frames spanning" in out
 
 
 def test_rm_and_missing(name):
