@@ -24,12 +24,12 @@ demo: $(VENV)/.installed
 	$(BIN)/dao demo
 
 test: sysdeps $(VENV)/.installed
-	$(BIN)/ruff check dao tests benchmarks
+	$(BIN)/ruff check dao hw tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check dao tests benchmarks
-	$(BIN)/ruff format --check dao tests benchmarks
+	$(BIN)/ruff check dao hw tests benchmarks
+	$(BIN)/ruff format --check dao hw tests benchmarks
 
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done

@@ -946,17 +946,11 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                 out = np.empty((k, *self._shape), self._dtype)
             counters = np.empty(k, np.uint64)
             times = np.empty(k, np.int64)
-            ok = True
-            for j in range(k):
-                slot = (newest - (k - 1) + j) % depth
-                got = s.read(out[j], slot)
-                if got != last - (k - 1) + j:
-                    ok = False  # overwritten by a newer frame during the copy: start again
-                    break
-                counters[j] = got
-                times[j] = s.last_atime_ns
-            if ok:
+            # one C call copies frames last-k+1 ... last in order, checking each counter
+            got = s.read_new(out, (newest - k) % depth, last - k, counters, times)
+            if got == k:
                 return (out, counters, times) if meta else out
+            # the writer overwrote the oldest frames during the copy: start again
         raise StreamError(f"{s.path} is written faster than its history can be copied")
 
     def iter_frames(

@@ -1,0 +1,301 @@
+"""The simulated AO bench: atmosphere, deformable mirror, Shack-Hartmann and science camera.
+
+Timing model (simulated time, independent of the machine's speed). One call of
+:meth:`SimulatedBench.step` is one WFS frame: the command passed is put on the mirror, the
+atmosphere moves by one frame period ``1 / frame_rate``, and the sensor images the residual
+``OPD = turbulence + mirror`` instantaneously. A controller that computes the next command
+from that image applies it at the next step, so the loop delay is one frame period.
+
+Sign convention: the mirror's OPD *adds* to the turbulence; the loop drives the residual
+slopes to zero, so commands come out opposite to the turbulence. An interaction matrix
+measured with :meth:`SimulatedBench.calibration_slopes` has that sign built in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from dao.recon import ShackHartmann
+
+from .atmosphere import Atmosphere
+from .dm import SimulatedDeformableMirror, fried_valid_actuators
+from .interfaces import Camera, DeformableMirror
+from .science import ImageQuality, SimulatedScienceCamera
+from .shack_hartmann import SimulatedShackHartmann
+
+__all__ = ["SimulatedBench", "BenchCamera", "BenchMirror", "error_budget"]
+
+H_BAND = 1.65e-6
+
+
+def error_budget(diameter: float, n_subapertures: int, r0: float, wind_speed: float,
+                 delay: float, wavelength: float = H_BAND) -> dict[str, float]:
+    """Textbook residual variances of a Shack-Hartmann AO system, rad^2 at ``wavelength``.
+
+    * fitting: ``0.28 (d / r0)^(5/3)`` for a continuous-facesheet mirror of pitch
+      ``d = D / n``;
+    * servo lag: ``(tau / tau0)^(5/3)`` with ``tau0 = 0.314 r0 / v``;
+
+    both with ``r0`` scaled from 500 nm by ``(lambda / 500 nm)^(6/5)``.
+
+    Parameters
+    ----------
+    diameter : float
+        Metres.
+    n_subapertures : int
+        Across the diameter.
+    r0 : float
+        Fried parameter at 500 nm, metres.
+    wind_speed : float
+        Effective wind speed, m/s.
+    delay : float
+        Loop delay ``tau``, seconds.
+    wavelength : float
+        Metres.
+
+    Returns
+    -------
+    dict
+        ``r0``, ``tau0`` (at ``wavelength``), ``fitting``, ``servo``, ``total`` (rad^2) and
+        ``strehl`` (``exp(-total)``).
+    """
+    r0_l = r0 * (wavelength / 500e-9) ** (6 / 5)
+    d = diameter / n_subapertures
+    fitting = 0.28 * (d / r0_l) ** (5 / 3)
+    tau0 = 0.314 * r0_l / wind_speed
+    servo = (delay / tau0) ** (5 / 3)
+    total = fitting + servo
+    return {"r0": r0_l, "tau0": tau0, "fitting": fitting, "servo": servo, "total": total,
+            "strehl": math.exp(-total)}
+
+
+class SimulatedBench:
+    """A simulated single-conjugate AO bench.
+
+    Parameters
+    ----------
+    diameter : float
+        Telescope diameter, metres.
+    r0 : float
+        Fried parameter at 500 nm, metres.
+    L0 : float
+        Outer scale, metres.
+    wind : float or sequence of float
+        Wind speed of each layer, m/s.
+    n_subap : int
+        Shack-Hartmann subapertures across the pupil (the mirror has ``n_subap + 1``).
+    frame_rate : float
+        WFS frame rate, Hz (the simulated time step is ``1 / frame_rate``).
+    wavelength_wfs : float
+        Sensing wavelength, metres.
+    wavelength_science : float
+        Science wavelength, metres.
+    seed : int, optional
+        Seed of every random draw (turbulence and noise).
+    cn2_weights : sequence of float
+        Fraction of ``Cn2`` per layer.
+    wind_direction : float or sequence of float, optional
+        Direction each layer blows towards, radians from ``+x`` (default ``2.1 i`` for
+        layer ``i``).
+    pupil_pixels_per_subaperture, pixels_per_subaperture, sampling : int
+        Shack-Hartmann sampling (see :class:`SimulatedShackHartmann`).
+    flux, background, read_noise : float
+        Photons per subaperture per frame, background photons per pixel, read noise e- rms.
+    coupling : float
+        Mirror inter-actuator coupling.
+    stroke : float
+        Mirror stroke, metres of OPD.
+
+    Attributes
+    ----------
+    atmosphere : Atmosphere
+    mirror : SimulatedDeformableMirror
+        Actuators: the Fried-grid corners of the valid subapertures.
+    wfs : SimulatedShackHartmann
+    science_camera : SimulatedScienceCamera
+    camera : BenchCamera
+        The WFS camera as a :class:`~dao.hw.interfaces.Camera` (each grab is one step).
+    dm : BenchMirror
+        The mirror as a :class:`~dao.hw.interfaces.DeformableMirror`, applied at the next
+        grab.
+    frame_number : int
+        Frames produced so far.
+    """
+
+    def __init__(self, diameter: float = 8.0, r0: float = 0.15, L0: float = 25.0,  # noqa: N803
+                 wind: float | Sequence[float] = 10.0, n_subap: int = 20,
+                 frame_rate: float = 1000.0, wavelength_wfs: float = 700e-9,
+                 wavelength_science: float = H_BAND, seed: int | None = None,
+                 cn2_weights: Sequence[float] = (0.5, 0.3, 0.2),
+                 wind_direction: float | Sequence[float] | None = None,
+                 pupil_pixels_per_subaperture: int = 8, pixels_per_subaperture: int = 8,
+                 sampling: int = 2, flux: float = 1000.0, background: float = 0.0,
+                 read_noise: float = 0.0, coupling: float = 0.3,
+                 stroke: float = 10e-6) -> None:
+        self.diameter = float(diameter)
+        self.n_subap = int(n_subap)
+        self.frame_rate = float(frame_rate)
+        ss = np.random.SeedSequence(seed)
+        s_atm, s_wfs = ss.spawn(2)
+        n_pix = self.n_subap * int(pupil_pixels_per_subaperture)
+        self.pixel_scale = self.diameter / n_pix
+        self.atmosphere = Atmosphere(n_pix, self.pixel_scale, r0, L0, cn2_weights, wind,
+                                     wind_direction, 1.0 / self.frame_rate,
+                                     seed=int(s_atm.generate_state(1)[0]))
+        self.wfs = SimulatedShackHartmann(
+            self.n_subap, self.diameter, wavelength_wfs, pupil_pixels_per_subaperture,
+            pixels_per_subaperture, sampling, flux, background, read_noise,
+            frame_rate=self.frame_rate, seed=np.random.default_rng(s_wfs))
+        self.mirror = SimulatedDeformableMirror(self.n_subap, self.diameter, n_pix, coupling,
+                                                stroke, fried_valid_actuators(self.wfs.valid))
+        self.science_camera = SimulatedScienceCamera(self.wfs.pupil, wavelength_science,
+                                                     frame_rate=self.frame_rate,
+                                                     opd_source=self.residual_opd)
+        self._residual = np.zeros((n_pix, n_pix))
+        self._calibration_image = np.zeros(self.wfs.shape, dtype=np.float32)
+        self.frame_number = 0
+        self.camera = BenchCamera(self)
+        self.dm = BenchMirror(self)
+        self._update_residual()
+
+    # -- geometry --------------------------------------------------------------------------
+    @property
+    def n_actuators(self) -> int:
+        """Mirror actuators (command length)."""
+        return self.mirror.n_actuators
+
+    @property
+    def time(self) -> float:
+        """Simulated time, seconds."""
+        return self.atmosphere.time
+
+    def centroider(self, **kw) -> ShackHartmann:
+        """A :class:`dao.recon.ShackHartmann` estimator matching the sensor's windows."""
+        return ShackHartmann(self.wfs.corners, self.wfs.pixels_per_subaperture, **kw)
+
+    # -- running ---------------------------------------------------------------------------
+    def _update_residual(self) -> None:
+        self.atmosphere.opd(self._residual)
+        self._residual += self.mirror.opd()
+
+    def residual_opd(self) -> np.ndarray:
+        """Current residual OPD (turbulence + mirror) on the pupil grid, metres.
+
+        The bench's own buffer: copy it to keep it.
+        """
+        return self._residual
+
+    def step(self, dm_command: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Apply a command, advance one frame period, image the residual.
+
+        Parameters
+        ----------
+        dm_command : ndarray, shape (n_actuators,), optional
+            Mirror command, metres of OPD (default: keep the current one).
+
+        Returns
+        -------
+        wfs_image : ndarray, float32
+            The Shack-Hartmann detector image (the sensor's buffer), photo-electrons.
+        frame_number : int
+            Number of this frame (1 for the first).
+        """
+        if dm_command is not None:
+            self.mirror.set_command(dm_command)
+        self.atmosphere.advance()
+        self._update_residual()
+        img = self.wfs.image(self._residual)
+        self.frame_number += 1
+        return img, self.frame_number
+
+    def calibration_image(self, dm_command: np.ndarray, noise: bool = False) -> np.ndarray:
+        """WFS image (float32) of the mirror alone (turbulence off), without advancing time.
+
+        Noise-free unless ``noise``; the frame counter does not move unless ``noise``.
+        """
+        self.mirror.set_command(dm_command)
+        opd = self.mirror.opd()
+        if noise:
+            return self.wfs.image(opd)
+        self._calibration_image[:] = self.wfs.expected_image(opd)
+        return self._calibration_image
+
+    def calibration_slopes(self, centroider: ShackHartmann):
+        """``measure(command) -> slopes`` for :func:`dao.recon.measure_interaction_matrix`."""
+
+        def measure(cmd: np.ndarray) -> np.ndarray:
+            return centroider.measure(self.calibration_image(cmd)).copy()
+
+        return measure
+
+    def science(self, wavelength: float | None = None) -> ImageQuality:
+        """Image quality of the current residual at ``wavelength`` (default the camera's).
+
+        Returns an :class:`ImageQuality` of this instant (for a long exposure, call
+        ``bench.science_camera.grab()`` each frame and ``bench.science_camera.quality()``).
+        """
+        cam = self.science_camera
+        if wavelength is not None and wavelength != cam.wavelength:
+            cam = SimulatedScienceCamera(self.wfs.pupil, wavelength)
+        return cam.instant_quality(self._residual)
+
+    def error_budget(self, delay_frames: float = 1.0,
+                     wavelength: float | None = None) -> dict[str, float]:
+        """:func:`error_budget` for this bench (loop delay ``delay_frames`` frame periods)."""
+        return error_budget(self.diameter, self.n_subap, self.atmosphere.r0,
+                            self.atmosphere.effective_wind_speed, delay_frames / self.frame_rate,
+                            self.science_camera.wavelength if wavelength is None else wavelength)
+
+
+class BenchCamera(Camera):
+    """The bench's WFS as a camera: each :meth:`grab` runs one bench step."""
+
+    def __init__(self, bench: SimulatedBench) -> None:
+        self.bench = bench
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bench.wfs.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.bench.wfs.dtype
+
+    @property
+    def frame_rate(self) -> float:
+        return self.bench.frame_rate
+
+    @property
+    def frame_number(self) -> int:
+        return self.bench.frame_number
+
+    def grab(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Advance the bench one frame (with the mirror's pending command); the WFS image."""
+        img, _ = self.bench.step(self.bench.dm.pending)
+        if out is not None:
+            out[:] = img
+            return out
+        return img
+
+
+class BenchMirror(DeformableMirror):
+    """The bench's mirror as a device: a command set now is applied at the next frame."""
+
+    def __init__(self, bench: SimulatedBench) -> None:
+        self.bench = bench
+        self.pending = np.zeros(bench.mirror.n_actuators, dtype=np.float32)
+
+    @property
+    def n_actuators(self) -> int:
+        return self.bench.mirror.n_actuators
+
+    @property
+    def stroke(self) -> tuple[float, float]:
+        return self.bench.mirror.stroke
+
+    def set_command(self, command: np.ndarray) -> None:
+        """Queue ``command`` (metres of OPD) for the next frame."""
+        self.pending[:] = np.asarray(command, dtype=np.float32).ravel()
