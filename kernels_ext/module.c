@@ -301,6 +301,36 @@ static PyObject *stream_read(StreamObject *self, PyObject *args, PyObject *kw) {
     return PyLong_FromUnsignedLongLong(c0);
 }
 
+/* Copy the cap frames after (tail_slot, tail_cnt) with at most two memcpy calls, as a seqlock
+ * over the whole range: every slot's flag and counter are checked before and after the copy.
+ * Returns cap, or 0 if any slot moved (the caller then copies frame by frame). */
+static Py_ssize_t read_range_bulk(const dao_stream_t *s, uint32_t tail_slot, uint64_t tail_cnt,
+                                  unsigned char *out, Py_ssize_t cap, uint64_t *cnts,
+                                  int64_t *times) {
+    uint32_t depth = s->depth, first = (tail_slot + 1) % depth;
+    size_t fb = s->frame_bytes;
+    for (Py_ssize_t j = 0; j < cap; j++) {
+        const dao_meta_t *m = &s->meta[(first + j) % depth];
+        uint64_t want = tail_cnt + 1 + (uint64_t)j;
+        if (__atomic_load_n(&m->write, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&m->cnt0, __ATOMIC_ACQUIRE) != want)
+            return 0;
+        cnts[j] = want;
+        times[j] = __atomic_load_n(&m->atime_ns, __ATOMIC_RELAXED);
+    }
+    size_t seg = (size_t)cap < depth - first ? (size_t)cap : depth - first;
+    memcpy(out, s->data + (size_t)first * fb, seg * fb);
+    if ((size_t)cap > seg) memcpy(out + seg * fb, s->data, ((size_t)cap - seg) * fb);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    for (Py_ssize_t j = 0; j < cap; j++) {
+        const dao_meta_t *m = &s->meta[(first + j) % depth];
+        if (__atomic_load_n(&m->write, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&m->cnt0, __ATOMIC_RELAXED) != cnts[j])
+            return 0;
+    }
+    return cap;
+}
+
 /* read_new(out, tail_slot, tail_cnt, counters, times) -> n, or -1 if the writer lapped the
  * cursor. Copies, torn-free and in order, the frames after the cursor (counters tail_cnt+1...)
  * that are there, as many as `out` holds, with the GIL released. */
@@ -336,6 +366,8 @@ static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
         n = -1;
     } else {
         if ((long long)avail < cap) cap = (Py_ssize_t)avail;
+        n = read_range_bulk(&self->s, tail_slot, tail_cnt, (unsigned char *)view.buf, cap, cnts,
+                            times);
         for (; n < cap; n++) {
             uint32_t slot = (uint32_t)((tail_slot + 1 + n) % depth);
             uint64_t c;
