@@ -30,13 +30,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._detector import SimulatedDetector
 from .interfaces import WavefrontSensor
 from .shack_hartmann import circular_pupil
 
 __all__ = ["SimulatedPyramid"]
 
 
-class SimulatedPyramid(WavefrontSensor):
+class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
     """Modulated pyramid sensor forward model: OPD map in, detector image out.
 
     Parameters
@@ -145,20 +146,7 @@ class SimulatedPyramid(WavefrontSensor):
         """float32 (photo-electrons)."""
         return np.dtype(np.float32)
 
-    @property
-    def frame_rate(self) -> float:
-        """Hz."""
-        return self._frame_rate
 
-    @property
-    def frame_number(self) -> int:
-        """Frames produced so far."""
-        return self._frame_number
-
-    @property
-    def wavelength(self) -> float:
-        """Sensing wavelength, metres."""
-        return self._wavelength
 
     @property
     def pupil_shape(self) -> tuple[int, int]:

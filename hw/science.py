@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._detector import SimulatedDetector
 from .interfaces import ScienceCamera
 
 __all__ = ["ImageQuality", "residual_phase_variance", "SimulatedScienceCamera"]
@@ -60,7 +61,7 @@ def residual_phase_variance(opd: np.ndarray, pupil: np.ndarray, wavelength: floa
     return var * (2 * math.pi / wavelength) ** 2
 
 
-class SimulatedScienceCamera(ScienceCamera):
+class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
     """Science camera forward model: OPD map in, PSF out, Strehl reported.
 
     Parameters
@@ -110,20 +111,7 @@ class SimulatedScienceCamera(ScienceCamera):
         """float64."""
         return np.dtype(np.float64)
 
-    @property
-    def frame_rate(self) -> float:
-        """Frames per second, Hz."""
-        return self._frame_rate
 
-    @property
-    def frame_number(self) -> int:
-        """Frames exposed so far."""
-        return self._frame_number
-
-    @property
-    def wavelength(self) -> float:
-        """Imaging wavelength, metres."""
-        return self._wavelength
 
     @property
     def pixels_per_lambda_over_d(self) -> int:

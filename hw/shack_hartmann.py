@@ -30,6 +30,7 @@ from numba import njit
 
 from dao.recon import circular_valid_mask, subaperture_corners
 
+from ._detector import SimulatedDetector
 from .interfaces import WavefrontSensor
 
 __all__ = ["circular_pupil", "SimulatedShackHartmann"]
@@ -85,7 +86,7 @@ def _spots_to_detector(spectra, sub_y, sub_x, h, scale, background, image):  # p
                 image[y0 + u, x0 + v] = scale * (z.real * z.real + z.imag * z.imag) + background
 
 
-class SimulatedShackHartmann(WavefrontSensor):
+class SimulatedShackHartmann(SimulatedDetector, WavefrontSensor):
     """Shack-Hartmann forward model: OPD map in, detector image out.
 
     Parameters
@@ -184,20 +185,7 @@ class SimulatedShackHartmann(WavefrontSensor):
         """float32 (photo-electrons)."""
         return np.dtype(np.float32)
 
-    @property
-    def frame_rate(self) -> float:
-        """Frames per second, Hz."""
-        return self._frame_rate
 
-    @property
-    def frame_number(self) -> int:
-        """Frames produced so far."""
-        return self._frame_number
-
-    @property
-    def wavelength(self) -> float:
-        """Sensing wavelength, metres."""
-        return self._wavelength
 
     @property
     def n_valid(self) -> int:
