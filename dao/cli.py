@@ -1,4 +1,5 @@
-"""The ``dao`` command: list, inspect, remove and watch streams; run the demo.
+"""The ``dao`` command: streams (ls, info, rm, watch, record), components (run, ctl, supervise,
+logs) and the demo (an AO loop closed on the simulated bench).
 
 Run ``dao --help`` for the subcommands, ``dao SUBCOMMAND --help`` for their options.
 """
@@ -168,20 +169,43 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.streams or args.rate is not None:
+        return _demo_streams(args)
+    import json
+
+    from dao.loop import format_report, run_loop
+
+    def say(msg: str) -> None:
+        if not args.json:
+            print(f"dao demo: {msg}", flush=True)
+
+    report = run_loop(args.config, n_subap=args.size, gain=args.gain, frames=args.frames,
+                      sensor=args.sensor, telemetry=args.telemetry, progress=say)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _demo_streams(args: argparse.Namespace) -> int:
     import numpy as np
 
     import dao
     from dao.testing import run_pair, temporary_stream_dir, unique_name
 
-    shape = (args.size, args.size)
+    size = args.size or 64
+    frames = args.frames or 5000
+    rate = args.rate or 2000.0
+    shape = (size, size)
     with temporary_stream_dir():
         s = dao.shm(unique_name("demo"), np.zeros(shape, np.float32))
         print(f"dao demo: a writer and a reader process on {s.path} "
-              f"({args.size}x{args.size} float32), {args.frames} frames at {args.rate:g} Hz")
+              f"({size}x{size} float32), {frames} frames at {rate:g} Hz")
         for mode, label in (("sem", "semaphore"), ("spin", "spin")):
-            r = run_pair(s.path, args.frames, 1.0 / args.rate, mode)
-            missed = args.frames - r.frames
-            print(f"  {label:<9}  sent {args.frames} frames at {r.rate_hz:,.0f} Hz, "
+            r = run_pair(s.path, frames, 1.0 / rate, mode)
+            missed = frames - r.frames
+            print(f"  {label:<9}  sent {frames} frames at {r.rate_hz:,.0f} Hz, "
                   f"read {r.frames} ({missed} coalesced, {r.torn} torn, {r.timeouts} timeouts); "
                   f"wake-up latency p50 {r.latency_us(50):.1f} us, p99 {r.latency_us(99):.1f} us")
         s.close()
@@ -221,10 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_record)
 
-    q = sub.add_parser("demo", help="run the demo and print what it achieved")
-    q.add_argument("--frames", type=int, default=5000, help="frames to send")
-    q.add_argument("--rate", type=float, default=2000.0, help="frame rate, Hz")
-    q.add_argument("--size", type=int, default=64, help="frame side, pixels")
+    q = sub.add_parser("demo", help="close an AO loop on the simulated bench and report it",
+                       description="Calibrate a simulated Shack-Hartmann AO system, run it open "
+                       "then closed loop with its components in separate processes, and print "
+                       "open/closed-loop Strehl, residual, loop rate and latency per stage.")
+    q.add_argument("--config", help="loop configuration (TOML) updating the embedded default")
+    q.add_argument("--size", type=int, help="subapertures across the pupil (default 20; "
+                   "with --streams: frame side in pixels, default 64)")
+    q.add_argument("--sensor", choices=["shack-hartmann"], help="wavefront sensor")
+    q.add_argument("--gain", type=float, help="closed-loop integrator gain (default 0.5)")
+    q.add_argument("--frames", type=int, help="closed-loop frames measured (default 1600; "
+                   "with --streams: frames to send, default 5000)")
+    q.add_argument("--telemetry", help="NetCDF file for the telemetry (default: a file in a "
+                   "new temporary folder, named in the report; '' for none)")
+    q.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    q.add_argument("--streams", action="store_true",
+                   help="instead: the stream demo, a writer and a reader process")
+    q.add_argument("--rate", type=float,
+                   help="stream demo frame rate, Hz (default 2000; implies --streams)")
     q.set_defaults(func=cmd_demo)
 
     from dao.runtime_cli import add_runtime_parsers

@@ -1,0 +1,220 @@
+"""The components of the AO loop on the simulated bench (wired by :mod:`dao.loop`).
+
+Three components, each run in its own process by :mod:`dao.loop`:
+
+- :class:`BenchCamera` owns a :class:`dao.hw.SimulatedBench` (WFS camera, deformable mirror,
+  science camera). Lock-step with the loop: it writes a WFS frame (``cnt2`` = frame number),
+  waits for the DM command computed from it (``cnt2`` = the same number; ``command_timeout``
+  seconds at most, then it goes on with the previous command and counts a late frame), puts
+  the command on the mirror and advances the atmosphere by one frame period. Results do not
+  depend on the machine's speed. Every ``science_every`` frames it exposes the science camera
+  (long exposure, reset and read with the ``OTHER`` commands ``science_reset`` and
+  ``science``). Every frame it writes the int64 row ``[frame, wfs_image atime_ns, late]`` to
+  the FIFO stream ``frames`` (the camera's log: frame timestamps for the latency figures).
+- :class:`Slopes` wakes on ``wfs_image`` and writes the Shack-Hartmann ``slopes``.
+- :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
+  the published parameter ``gain`` (changeable while running), writes ``dm_command``.
+
+Streams are created beforehand by :func:`dao.loop.run_loop` (it knows their shapes from the
+calibration) and named in each component's ``streams`` config; the calibration (control
+matrix, subaperture windows) is the ``.npz`` file named by the ``calibration`` config key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from dao.component import Component, ComponentError, Input
+from dao.errors import StreamTimeout
+from dao.parameters import Parameter
+
+__all__ = ["BenchCamera", "Slopes", "Controller", "FRAMES_FIELDS", "SCIENCE_FIELDS"]
+
+#: Columns of the ``frames`` stream (int64).
+FRAMES_FIELDS = ("frame", "wfs_atime_ns", "late_frames")
+#: Columns of the ``science`` stream (float64): long-exposure values since the last reset.
+SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", "n_frames")
+
+
+def _open_output(comp: Component, key: str):
+    """Open the (already created) output stream named by ``streams.<key>`` in the config."""
+    from dao.shm import shm
+
+    name = (comp.config.get("streams") or {}).get(key)
+    if not name:
+        raise ComponentError(f"{comp.name}: set streams.{key} in its config")
+    return shm(str(name))
+
+
+class BenchCamera(Component):
+    """The simulated bench as the loop's camera, mirror and science camera.
+
+    Config keys: ``bench`` (keyword arguments of :class:`dao.hw.SimulatedBench`),
+    ``streams`` (``dm_command`` input; ``wfs_image``, ``frames``, ``science`` outputs).
+    """
+
+    dm_command = Input(trigger=False, doc="mirror command, metres of OPD (cnt2 = frame)")
+    command_timeout = Parameter(1.0, float, unit="s", bounds=(1e-3, 60.0),
+                                doc="longest wait for the command of a frame")
+    science_every = Parameter(4, int, bounds=(1, None), doc="frames between science exposures")
+    #: Free-running: the loop is paced by the wait for the command.
+    period = 1e-6
+
+    def configure(self, config: dict[str, Any]) -> None:
+        from dao.hw import SimulatedBench
+
+        self.bench = SimulatedBench(**dict(config.get("bench", {})))
+        self.lock = threading.Lock()
+
+    def allocate(self) -> None:
+        self.wfs = _open_output(self, "wfs_image")
+        self.frames = _open_output(self, "frames")
+        self.science_out = _open_output(self, "science")
+        self._sem = self.dm_command.claim_semaphore()
+        self.command = np.zeros(self.bench.n_actuators, np.float32)
+        self._cmd_buf = np.zeros_like(self.command)
+        self._frames_row = np.zeros(len(FRAMES_FIELDS), np.int64)
+        self._science_row = np.zeros(len(SCIENCE_FIELDS), np.float64)
+        self.late = 0
+
+    def release(self) -> None:
+        for s in (self.wfs, self.frames, self.science_out):
+            s.close()
+
+    def _wait_command(self, frame: int) -> None:
+        deadline = time.perf_counter() + self.command_timeout
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                self.late += 1
+                return
+            try:
+                self.dm_command.get_data(check=True, semNb=self._sem, timeout=remaining,
+                                         out=self._cmd_buf)
+            except StreamTimeout:
+                self.late += 1
+                return
+            if self.dm_command.last_read.frame_id >= frame:
+                self.command[:] = self._cmd_buf
+                return
+
+    def process(self, data: None) -> None:
+        b = self.bench
+        if b.frame_number > 0:
+            self._wait_command(b.frame_number)
+        with self.lock:
+            img, n = b.step(self.command)
+            self.wfs.set_data(img, cnt2=n)
+            row = self._frames_row
+            row[0], row[1], row[2] = n, self.wfs.get_timestamp_ns(), self.late
+            self.frames.set_data(row, cnt2=n)
+            if n % self.science_every == 0:
+                cam = b.science_camera
+                cam.grab()
+                q = cam.quality()
+                s = self._science_row
+                s[:] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames)
+                self.science_out.set_data(s, cnt2=n)
+
+    def other(self, payload: str) -> str:
+        """``science_reset``: start a new long exposure; ``science``: its quality (JSON)."""
+        cmd = payload.strip()
+        with self.lock:
+            cam = self.bench.science_camera
+            if cmd == "science_reset":
+                cam.reset()
+                return json.dumps({"frame": self.bench.frame_number})
+            if cmd == "science":
+                q = cam.quality()._asdict()
+                q.update(frame=self.bench.frame_number, time=self.bench.time, late=self.late)
+                return json.dumps(q)
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use science_reset or science")
+
+
+def _load_calibration(comp: Component) -> dict[str, np.ndarray]:
+    path = comp.config.get("calibration")
+    if not path:
+        raise ComponentError(f"{comp.name}: set calibration = <file.npz> in its config")
+    with np.load(str(path)) as f:
+        return {k: f[k] for k in f.files}
+
+
+class Slopes(Component):
+    """Shack-Hartmann slopes of each WFS frame (``cnt2`` passed on).
+
+    Config keys: ``calibration`` (``.npz`` with ``corners``, ``subaperture_size``, ``method``),
+    ``streams`` (``wfs_image`` input, ``slopes`` output).
+    """
+
+    wfs_image = Input(doc="WFS detector image")
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.cal = _load_calibration(self)
+
+    def allocate(self) -> None:
+        from dao.recon import ShackHartmann
+
+        c = self.cal
+        self.sh = ShackHartmann(c["corners"], int(c["subaperture_size"]),
+                                method=str(c["method"]))
+        self.sh.measure(np.zeros(self.wfs_image.shape, np.float32))  # load the kernel
+        self.out = _open_output(self, "slopes")
+
+    def release(self) -> None:
+        self.out.close()
+
+    def process(self, data: np.ndarray) -> None:
+        self.out.set_data(self.sh.measure(data), cnt2=self.wfs_image.last_read.frame_id)
+
+
+class Controller(Component):
+    """Reconstructor and integrator: ``c[k] = leak c[k-1] - gain R s[k]`` (``cnt2`` passed on).
+
+    Config keys: ``calibration`` (``.npz`` with ``control_matrix``, ``stroke``), ``streams``
+    (``slopes`` input, ``dm_command`` output), ``gain``, ``leak``.
+    """
+
+    slopes = Input(doc="slopes")
+    gain = Parameter(0.0, float, bounds=(0.0, 2.0), doc="loop gain (0: loop open)")
+    leak = Parameter(1.0, float, bounds=(0.0, 1.0), doc="integrator leak")
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.cal = _load_calibration(self)
+
+    def allocate(self) -> None:
+        from dao.recon import Integrator, MatrixVectorMultiply
+
+        cm = np.ascontiguousarray(self.cal["control_matrix"], np.float32)
+        self.mvm = MatrixVectorMultiply(cm)
+        self.error = np.zeros(cm.shape[0], np.float32)
+        self.integrator = Integrator(cm.shape[0], gain=self.gain, leak=self.leak,
+                                     stroke=float(self.cal["stroke"]))
+        self._applied = (self.gain, self.leak)
+        self.mvm(np.zeros(cm.shape[1], np.float32), out=self.error)  # load the kernels
+        self.integrator.step(np.zeros_like(self.error))
+        self.integrator.reset()
+        self.out = _open_output(self, "dm_command")
+
+    def release(self) -> None:
+        self.out.close()
+
+    def other(self, payload: str) -> str:
+        """``reset``: zero the integrator."""
+        if payload.strip() == "reset":
+            self.integrator.reset()
+            return "reset"
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use reset")
+
+    def process(self, data: np.ndarray) -> None:
+        if self._applied != (self.gain, self.leak):
+            self.integrator.gain[:] = self.gain
+            self.integrator.leak[:] = self.leak
+            self._applied = (self.gain, self.leak)
+        self.mvm(data, out=self.error)
+        cmd = self.integrator.step(self.error)
+        self.out.set_data(cmd, cnt2=self.slopes.last_read.frame_id)
