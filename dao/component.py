@@ -398,8 +398,7 @@ class Component:
         if self._trigger is not None:
             # forget the frames posted while not running: wait for new ones only
             self._last_cnt = self._trigger.get_counter()
-            with contextlib.suppress(Exception):  # private API of dao.shm: best effort
-                self._trigger.drain_semaphore(self._trigger_sem)
+            self._trigger.drain_semaphore(self._trigger_sem)
         self.thread.start()
 
     def on_exit_running(self) -> None:

@@ -146,8 +146,6 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
         """float32 (photo-electrons)."""
         return np.dtype(np.float32)
 
-
-
     @property
     def pupil_shape(self) -> tuple[int, int]:
         """Shape of the OPD map the sensor takes."""

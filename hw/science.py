@@ -111,8 +111,6 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
         """float64."""
         return np.dtype(np.float64)
 
-
-
     @property
     def pixels_per_lambda_over_d(self) -> int:
         """PSF pixels per ``lambda / D`` (the padding factor)."""

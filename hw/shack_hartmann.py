@@ -185,8 +185,6 @@ class SimulatedShackHartmann(SimulatedDetector, WavefrontSensor):
         """float32 (photo-electrons)."""
         return np.dtype(np.float32)
 
-
-
     @property
     def n_valid(self) -> int:
         """Number of valid subapertures."""
