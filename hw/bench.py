@@ -1,4 +1,5 @@
-"""The simulated AO bench: atmosphere, deformable mirror, Shack-Hartmann and science camera.
+"""The simulated AO bench: atmosphere, deformable mirror, wavefront sensor (Shack-Hartmann or
+modulated pyramid) and science camera.
 
 Timing model (simulated time, independent of the machine's speed). One call of
 :meth:`SimulatedBench.step` is one WFS frame: the command passed is put on the mirror, the
@@ -9,37 +10,48 @@ from that image applies it at the next step, so the loop delay is one frame peri
 Sign convention: the mirror's OPD *adds* to the turbulence; the loop drives the residual
 slopes to zero, so commands come out opposite to the turbulence. An interaction matrix
 measured with :meth:`SimulatedBench.calibration_slopes` has that sign built in.
+
+Sensors. ``sensor="shack-hartmann"`` (:class:`SimulatedShackHartmann`, ``n_subap`` lenslets
+across) or ``"pyramid"`` (:class:`SimulatedPyramid`, ``n_subap`` detector pixels across each
+of its four pupil images); both see the wavefront on the atmosphere's grid and drive the same
+mirror, whose actuators are the Fried-grid corners of the valid subapertures (pixels).
+:meth:`SimulatedBench.slope_estimator` gives the matching :mod:`dao.recon` estimator.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from dao.recon import ShackHartmann
+from dao.recon import Pyramid, ShackHartmann
 
 from .atmosphere import Atmosphere
 from .dm import SimulatedDeformableMirror, fried_valid_actuators
 from .interfaces import Camera, DeformableMirror
+from .pyramid import SimulatedPyramid
 from .science import ImageQuality, SimulatedScienceCamera
-from .shack_hartmann import SimulatedShackHartmann
+from .shack_hartmann import SimulatedShackHartmann, circular_pupil
 
-__all__ = ["SimulatedBench", "BenchCamera", "BenchMirror", "error_budget"]
+__all__ = ["SimulatedBench", "BenchCamera", "BenchMirror", "error_budget", "SENSORS"]
 
 H_BAND = 1.65e-6
+
+#: Wavefront sensors the bench simulates (values of ``SimulatedBench(sensor=...)``).
+SENSORS = ("shack-hartmann", "pyramid")
 
 
 def error_budget(diameter: float, n_subapertures: int, r0: float, wind_speed: float,
                  delay: float, wavelength: float = H_BAND) -> dict[str, float]:
-    """Textbook residual variances of a Shack-Hartmann AO system, rad^2 at ``wavelength``.
+    """Textbook residual variances of an AO system, rad^2 at ``wavelength``.
 
     * fitting: ``0.28 (d / r0)^(5/3)`` for a continuous-facesheet mirror of pitch
       ``d = D / n``;
     * servo lag: ``(tau / tau0)^(5/3)`` with ``tau0 = 0.314 r0 / v``;
 
-    both with ``r0`` scaled from 500 nm by ``(lambda / 500 nm)^(6/5)``.
+    both with ``r0`` scaled from 500 nm by ``(lambda / 500 nm)^(6/5)``. Neither depends on the
+    wavefront sensor (its aliasing and noise are not included).
 
     Parameters
     ----------
@@ -73,7 +85,7 @@ def error_budget(diameter: float, n_subapertures: int, r0: float, wind_speed: fl
 
 
 class SimulatedBench:
-    """A simulated single-conjugate AO bench.
+    """A simulated single-conjugate AO bench with a Shack-Hartmann or a pyramid sensor.
 
     Parameters
     ----------
@@ -86,7 +98,8 @@ class SimulatedBench:
     wind : float or sequence of float
         Wind speed of each layer, m/s.
     n_subap : int
-        Shack-Hartmann subapertures across the pupil (the mirror has ``n_subap + 1``).
+        Subapertures across the pupil: Shack-Hartmann lenslets, or detector pixels across
+        each pupil image of the pyramid (the mirror has ``n_subap + 1`` actuators across).
     frame_rate : float
         WFS frame rate, Hz (the simulated time step is ``1 / frame_rate``).
     wavelength_wfs : float
@@ -100,21 +113,55 @@ class SimulatedBench:
     wind_direction : float or sequence of float, optional
         Direction each layer blows towards, radians from ``+x`` (default ``2.1 i`` for
         layer ``i``).
-    pupil_pixels_per_subaperture, pixels_per_subaperture, sampling : int
-        Shack-Hartmann sampling (see :class:`SimulatedShackHartmann`).
-    flux, background, read_noise : float
-        Photons per subaperture per frame, background photons per pixel, read noise e- rms.
+    pupil_pixels_per_subaperture : int
+        Wavefront samples across a subaperture: the grid of the atmosphere, the mirror and
+        the science camera (so of the fitting error the Strehl sees).
+    pyramid_samples_per_pixel : int, optional
+        Wavefront samples across a pyramid detector pixel: the pyramid sees the residual
+        averaged down to this grid, as its model costs about 9 times more per sample than
+        the Shack-Hartmann's (16 modulation points, padding 3). Default: the fewest (at
+        least 4, dividing ``pupil_pixels_per_subaperture``) that keep the samples within
+        ``r0 / 2`` at the sensing wavelength (8 m, r0 = 15 cm at 500 nm, 700 nm: 8 for
+        10x10, 4 for 20x20; 80 samples across either way). Coarser samples alias the phase
+        differences between them: a closed pyramid loop then drifts into mirror shapes
+        it cannot see.
+    pixels_per_subaperture, sampling : int
+        Shack-Hartmann detector sampling (see :class:`SimulatedShackHartmann`); unused by
+        the pyramid.
+    flux : float
+        Photons per subaperture per frame: per lenslet for the Shack-Hartmann, per pixel of
+        the pupil for the pyramid (which gets ``flux`` times its number of valid pixels over
+        the whole pupil, shared by its four pupil images).
+    background, read_noise : float
+        Background photons per detector pixel per frame, read noise e- rms.
     coupling : float
         Mirror inter-actuator coupling.
     stroke : float
         Mirror stroke, metres of OPD.
+    sensor : str
+        ``"shack-hartmann"`` or ``"pyramid"`` (see :data:`SENSORS`).
+    modulation : float
+        Pyramid modulation radius, ``lambda / D`` at the sensing wavelength. The default 3
+        holds the open-loop tilt of the default atmosphere (8 m, r0 = 15 cm, L0 = 25 m:
+        about 1.5, at most 2 to 3 ``lambda / D`` at 700 nm), so the loop closes from open
+        loop; 3, 4 and 5 gave the same closed-loop Strehl within 0.02 (10x10 and 20x20, gains
+        0.4 to 0.6), and the smallest is the most sensitive (least photon noise).
+    n_modulation : int
+        Pyramid modulation points (about ``2 pi modulation``: 16 points 1.2 ``lambda / D``
+        apart for the default radius; each costs an inverse FFT a frame).
+    padding : int
+        Pyramid FFT size over the pupil samples: focal samples per ``lambda / D`` (3, the
+        smallest that leaves room between the four pupil images, puts the default
+        modulation points on a circle of 9 samples).
 
     Attributes
     ----------
+    sensor : str
+        The wavefront sensor's kind, one of :data:`SENSORS`.
     atmosphere : Atmosphere
     mirror : SimulatedDeformableMirror
-        Actuators: the Fried-grid corners of the valid subapertures.
-    wfs : SimulatedShackHartmann
+        Actuators: the Fried-grid corners of the valid subapertures (pyramid: valid pixels).
+    wfs : SimulatedShackHartmann or SimulatedPyramid
     science_camera : SimulatedScienceCamera
     camera : BenchCamera
         The WFS camera as a :class:`~dao.hw.interfaces.Camera` (each grab is one step).
@@ -131,30 +178,59 @@ class SimulatedBench:
                  wavelength_science: float = H_BAND, seed: int | None = None,
                  cn2_weights: Sequence[float] = (0.5, 0.3, 0.2),
                  wind_direction: float | Sequence[float] | None = None,
-                 pupil_pixels_per_subaperture: int = 8, pixels_per_subaperture: int = 8,
-                 sampling: int = 2, flux: float = 1000.0, background: float = 0.0,
-                 read_noise: float = 0.0, coupling: float = 0.3,
-                 stroke: float = 10e-6) -> None:
+                 pupil_pixels_per_subaperture: int = 8,
+                 pixels_per_subaperture: int = 8, sampling: int = 2, flux: float = 1000.0,
+                 background: float = 0.0, read_noise: float = 0.0, coupling: float = 0.3,
+                 stroke: float = 10e-6, sensor: str = "shack-hartmann",
+                 modulation: float = 3.0, n_modulation: int = 16, padding: int = 3,
+                 pyramid_samples_per_pixel: int | None = None) -> None:
+        if sensor not in SENSORS:
+            raise ValueError(f"unknown sensor {sensor!r}: use one of {', '.join(SENSORS)}")
+        self.sensor = sensor
         self.diameter = float(diameter)
         self.n_subap = int(n_subap)
         self.frame_rate = float(frame_rate)
         ss = np.random.SeedSequence(seed)
         s_atm, s_wfs = ss.spawn(2)
-        n_pix = self.n_subap * int(pupil_pixels_per_subaperture)
+        per_subap = int(pupil_pixels_per_subaperture)
+        n_pix = self.n_subap * per_subap
+        self._wfs_binning = 1
         self.pixel_scale = self.diameter / n_pix
         self.atmosphere = Atmosphere(n_pix, self.pixel_scale, r0, L0, cn2_weights, wind,
                                      wind_direction, 1.0 / self.frame_rate,
                                      seed=int(s_atm.generate_state(1)[0]))
-        self.wfs = SimulatedShackHartmann(
-            self.n_subap, self.diameter, wavelength_wfs, pupil_pixels_per_subaperture,
-            pixels_per_subaperture, sampling, flux, background, read_noise,
-            frame_rate=self.frame_rate, seed=np.random.default_rng(s_wfs))
+        rng = np.random.default_rng(s_wfs)
+        self.wfs: SimulatedShackHartmann | SimulatedPyramid
+        if sensor == "pyramid":
+            q = pyramid_samples_per_pixel
+            if q is None:  # samples of at most r0 / 2 at the sensing wavelength, at least 4
+                r0_wfs = r0 * (wavelength_wfs / 500e-9) ** 1.2
+                need = max(4, math.ceil(2 * self.diameter / (r0_wfs * self.n_subap)))
+                q = min((k for k in range(need, per_subap + 1) if per_subap % k == 0),
+                        default=per_subap)
+            if int(q) < 1 or per_subap % int(q):
+                raise ValueError(f"pyramid_samples_per_pixel ({q}) must divide "
+                                 f"pupil_pixels_per_subaperture ({per_subap})")
+            self._wfs_binning = per_subap // int(q)
+            self.wfs = SimulatedPyramid(
+                self.n_subap, self.diameter, wavelength_wfs, self.n_subap * int(q), padding,
+                modulation,
+                n_modulation, background=background, read_noise=read_noise,
+                frame_rate=self.frame_rate, seed=rng)
+            self.wfs.flux = float(flux) * self.wfs.n_valid
+        else:
+            self.wfs = SimulatedShackHartmann(
+                self.n_subap, self.diameter, wavelength_wfs, pupil_pixels_per_subaperture,
+                pixels_per_subaperture, sampling, flux, background, read_noise,
+                frame_rate=self.frame_rate, seed=rng)
         self.mirror = SimulatedDeformableMirror(self.n_subap, self.diameter, n_pix, coupling,
                                                 stroke, fried_valid_actuators(self.wfs.valid))
-        self.science_camera = SimulatedScienceCamera(self.wfs.pupil, wavelength_science,
+        pupil = self.wfs.pupil if self._wfs_binning == 1 else circular_pupil(n_pix)
+        self.science_camera = SimulatedScienceCamera(pupil, wavelength_science,
                                                      frame_rate=self.frame_rate,
                                                      opd_source=self.residual_opd)
         self._residual = np.zeros((n_pix, n_pix))
+        self._sensed = np.zeros(self.wfs.pupil_shape)
         self._calibration_image = np.zeros(self.wfs.shape, dtype=np.float32)
         self.frame_number = 0
         self.camera = BenchCamera(self)
@@ -172,14 +248,48 @@ class SimulatedBench:
         """Simulated time, seconds."""
         return self.atmosphere.time
 
-    def centroider(self, **kw) -> ShackHartmann:
-        """A :class:`dao.recon.ShackHartmann` estimator matching the sensor's windows."""
+    def slope_estimator(self, **kw) -> ShackHartmann | Pyramid:
+        """The :mod:`dao.recon` estimator of the bench's sensor, ready to measure frames.
+
+        Shack-Hartmann: a :class:`dao.recon.ShackHartmann` on the sensor's windows (``kw``:
+        its keyword arguments, e.g. ``method="cog"``). Pyramid: a :class:`dao.recon.Pyramid`
+        on the valid pixels of the four pupil images (``kw``: ``mode``), its reference the
+        noise-free image of a flat wavefront (turbulence off, mirror flat; the mirror is not
+        touched).
+        """
+        if self.sensor == "pyramid":
+            est = Pyramid(self.wfs.pupil_indices(), **kw)
+            self._calibration_image[:] = self.wfs.expected_image(np.zeros(self.wfs.pupil_shape))
+            est.calibrate_reference(self._calibration_image)
+            return est
         return ShackHartmann(self.wfs.corners, self.wfs.pixels_per_subaperture, **kw)
+
+    def centroider(self, **kw) -> ShackHartmann:
+        """A :class:`dao.recon.ShackHartmann` estimator matching the sensor's windows.
+
+        Raises
+        ------
+        ValueError
+            The bench's sensor is a pyramid (use :meth:`slope_estimator`).
+        """
+        if self.sensor != "shack-hartmann":
+            raise ValueError(f"the bench's sensor is a {self.sensor}, which has no "
+                             "centroider: use slope_estimator()")
+        return self.slope_estimator(**kw)
 
     # -- running ---------------------------------------------------------------------------
     def _update_residual(self) -> None:
         self.atmosphere.opd(self._residual)
         self._residual += self.mirror.opd()
+
+    def _wfs_opd(self, opd: np.ndarray) -> np.ndarray:
+        """``opd`` on the sensor's grid (averaged over ``binning x binning`` samples)."""
+        b = self._wfs_binning
+        if b == 1:
+            return opd
+        n = opd.shape[0] // b
+        np.mean(opd.reshape(n, b, n, b), axis=(1, 3), out=self._sensed)
+        return self._sensed
 
     def residual_opd(self) -> np.ndarray:
         """Current residual OPD (turbulence + mirror) on the pupil grid, metres.
@@ -199,7 +309,7 @@ class SimulatedBench:
         Returns
         -------
         wfs_image : ndarray, float32
-            The Shack-Hartmann detector image (the sensor's buffer), photo-electrons.
+            The WFS detector image (the sensor's buffer), photo-electrons.
         frame_number : int
             Number of this frame (1 for the first).
         """
@@ -207,7 +317,7 @@ class SimulatedBench:
             self.mirror.set_command(dm_command)
         self.atmosphere.advance()
         self._update_residual()
-        img = self.wfs.image(self._residual)
+        img = self.wfs.image(self._wfs_opd(self._residual))
         self.frame_number += 1
         return img, self.frame_number
 
@@ -217,17 +327,22 @@ class SimulatedBench:
         Noise-free unless ``noise``; the frame counter does not move unless ``noise``.
         """
         self.mirror.set_command(dm_command)
-        opd = self.mirror.opd()
+        opd = self._wfs_opd(self.mirror.opd())
         if noise:
             return self.wfs.image(opd)
         self._calibration_image[:] = self.wfs.expected_image(opd)
         return self._calibration_image
 
-    def calibration_slopes(self, centroider: ShackHartmann):
-        """``measure(command) -> slopes`` for :func:`dao.recon.measure_interaction_matrix`."""
+    def calibration_slopes(self, estimator: ShackHartmann | Pyramid
+                           ) -> Callable[[np.ndarray], np.ndarray]:
+        """``measure(command) -> slopes`` for :func:`dao.recon.measure_interaction_matrix`.
+
+        ``estimator`` (e.g. from :meth:`slope_estimator`) measures the noise-free
+        :meth:`calibration_image` of each command.
+        """
 
         def measure(cmd: np.ndarray) -> np.ndarray:
-            return centroider.measure(self.calibration_image(cmd)).copy()
+            return estimator.measure(self.calibration_image(cmd)).copy()
 
         return measure
 
@@ -239,7 +354,7 @@ class SimulatedBench:
         """
         cam = self.science_camera
         if wavelength is not None and wavelength != cam.wavelength:
-            cam = SimulatedScienceCamera(self.wfs.pupil, wavelength)
+            cam = SimulatedScienceCamera(cam.pupil, wavelength)
         return cam.instant_quality(self._residual)
 
     def error_budget(self, delay_frames: float = 1.0,

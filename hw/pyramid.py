@@ -1,19 +1,33 @@
 """Simulated pyramid wavefront sensor with circular modulation (the estimator is
 :class:`dao.recon.Pyramid`).
 
-Forward model (Fourier optics, one wavelength). The pupil field ``A exp(i 2 pi OPD / lambda)``
-(``n`` samples across ``D``) is zero-padded to ``M = padding n`` samples; for each of
-``n_modulation`` points on a circle of radius ``modulation`` (``lambda / D`` units) a tilt
-moves the focal spot there, the focal field (``padding`` samples per ``lambda / D``) is
-multiplied by the pyramid's phase ``-2 pi s (|u| + |v|) / M`` (``u, v`` focal samples from the
-apex), which sends the four quadrants of the focal plane to four pupil images ``s`` samples
-off the axis in each direction, and the intensity of the inverse FFT is summed over the
-modulation points. The output plane is binned ``n / n_pixels`` times onto the detector:
-each pupil image is ``n_pixels`` detector pixels across.
+Forward model (Fourier optics, one wavelength, single precision). The pupil field
+``A exp(i 2 pi OPD / lambda)`` (``n`` samples across ``D``) is zero-padded to
+``M = padding n`` samples and Fourier transformed once per frame into the focal field
+(``padding`` samples per ``lambda / D``); a half-sample tilt in the pupil puts the focal spot
+of a flat wavefront on the pyramid's apex, which lies between focal samples so that the four
+faces are symmetric. The pyramid multiplies the focal field by the phase
+``-2 pi s (|u| + |v|) / M`` (``u, v`` focal samples from the apex), which sends the four
+quadrants of the focal plane to four pupil images ``s`` samples off the axis in each
+direction. The output plane is binned ``n / n_pixels`` times onto the detector: each pupil
+image is ``n_pixels`` detector pixels across.
 
-This is slower than the Shack-Hartmann model (``2 n_modulation`` FFTs of ``M x M`` per frame:
-about 5 ms for ``n = 40``, ``padding = 3``, 12 modulation points); it is meant for
-calibration and slower loops.
+Modulation. The ``n_modulation`` points of the circle of radius ``modulation``
+(``lambda / D``) lie on the focal sampling grid: point ``k`` moves the focal spot by the
+whole number of samples ``round(padding * modulation * (cos, sin)(2 pi k / n_modulation))``
+along ``(x, y)`` (:attr:`SimulatedPyramid.modulation_points` holds the positions used). The
+rounding moves each point by at most half a sample (``1 / (2 padding)`` ``lambda / D``) along
+each axis, which raises the sensor's gain by up to about 15 % over that of the same points on
+the exact circle (see the tests). An integer shift of the focal field is exact, and the
+intensity of the field shifted by ``s`` under the mask is that of the field under the mask
+shifted by ``-s``: the pupil-to-focal FFT is done once per frame. The pyramid's phase is
+separable in ``u`` and ``v``, so each point costs the inverse FFT along the rows of the
+field under its shifted mask, and the points sharing a vertical shift share the inverse FFT
+along the columns. The intensities of the points' output planes are summed.
+
+Cost, ``padding = 3``, 16 modulation points, one core of a 2-core AMD EPYC VM: 1.3 ms per
+frame for ``n = 40`` and 5.2 ms for ``n = 80`` (3.3 to 3.6 times faster than with a pupil tilt and
+two complex128 FFTs per point).
 
 Quadrants: :meth:`SimulatedPyramid.pupil_indices` lists the pupil images in the order of
 :mod:`dao.recon.pyramid`: ``I1`` at (+x, +y), ``I2`` (+x, -y), ``I3`` (-x, +y), ``I4``
@@ -21,6 +35,11 @@ Quadrants: :meth:`SimulatedPyramid.pupil_indices` lists the pupil images in the 
 spot towards ``+x`` brightens ``I1`` and ``I2``: positive ``sx``. In geometric optics the
 modulated pyramid's slope for a tilt ``t`` (in ``lambda / D``) smaller than the modulation
 radius ``r`` is ``(2 / pi) arcsin(t / r)``; the sensor saturates beyond ``r``.
+
+Noise. The image is in photo-electrons: ``flux`` photons per frame over the whole pupil (of
+which the four pupil images hold most, the rest is diffracted between them), plus
+``background`` photons per pixel; photon (Poisson) noise, then Gaussian read noise of
+``read_noise`` electrons rms.
 """
 
 from __future__ import annotations
@@ -49,91 +68,130 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
     wavelength : float
         Sensing wavelength, metres.
     pupil_samples : int
-        OPD samples across the pupil (``n``, a multiple of ``n_pixels``).
+        OPD samples across the pupil (``n``, a multiple of ``n_pixels``; default
+        ``2 n_pixels``).
     padding : int
         FFT size over ``n`` (focal samples per ``lambda / D``); at least 2, 3 leaves room
         between the pupil images.
     modulation : float
-        Modulation radius, ``lambda / D``.
+        Modulation radius, ``lambda / D`` (0: no modulation).
     n_modulation : int
         Points on the modulation circle (about ``2 pi modulation`` or more).
     flux : float
-        Photons per frame over the whole pupil.
+        Photons per frame over the whole pupil (an attribute that may be changed later).
+    background : float
+        Background photons per detector pixel per frame.
     read_noise : float
         Electrons rms per pixel.
     photon_noise : bool
         Draw Poisson noise.
     obscuration : float
         Central obscuration, fraction of the diameter.
+    min_fill : float
+        Smallest illuminated fraction of a detector pixel of a pupil image for it to be
+        valid (see :attr:`valid`).
     frame_rate : float
         Hz.
     opd_source : callable, optional
         ``opd_source() -> opd`` (metres, ``(n, n)``) for :meth:`grab`.
     seed : int or numpy.random.Generator, optional
         Random source of the noise.
+
+    Attributes
+    ----------
+    valid : ndarray, bool, shape (n_pixels, n_pixels)
+        Pixels of one pupil image used by :meth:`pupil_indices` (at least ``min_fill``
+        illuminated): the pyramid's "subapertures", e.g. for
+        :func:`dao.hw.fried_valid_actuators`.
+    pupil : ndarray, float64, shape (n, n)
+        Pupil transmission on the OPD grid.
+    modulation_points : ndarray, float64, shape (n_modulation, 2)
+        ``(y, x)`` of the modulation points actually used (on the focal grid),
+        ``lambda / D``.
     """
 
     def __init__(self, n_pixels: int, diameter: float, wavelength: float = 700e-9,
                  pupil_samples: int | None = None, padding: int = 3,
                  modulation: float = 3.0, n_modulation: int = 16, flux: float = 1e5,
-                 read_noise: float = 0.0, photon_noise: bool = True, obscuration: float = 0.0,
-                 frame_rate: float = 1000.0,
+                 background: float = 0.0, read_noise: float = 0.0, photon_noise: bool = True,
+                 obscuration: float = 0.0, min_fill: float = 0.5, frame_rate: float = 1000.0,
                  opd_source: Callable[[], np.ndarray] | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
         self.n_pixels = int(n_pixels)
         n = self.pupil_samples = int(pupil_samples or 2 * self.n_pixels)
         if n % self.n_pixels:
             raise ValueError("pupil_samples must be a multiple of n_pixels")
-        self.binning = n // self.n_pixels
+        b = self.binning = n // self.n_pixels
         self.diameter = float(diameter)
         self._wavelength = float(wavelength)
         self.padding = int(padding)
         if self.padding < 2:
             raise ValueError("padding must be at least 2")
         m = self.fft_size = self.padding * n
-        if (m - n) % 2 or m % self.binning:
+        if (m - n) % 2 or m % b:
             raise ValueError("padding * pupil_samples - pupil_samples must be even and "
                              "a multiple of the binning")
         self.modulation = float(modulation)
         self.n_modulation = int(n_modulation) if modulation > 0 else 1
+        if self.n_modulation < 1:
+            raise ValueError("n_modulation must be at least 1")
         self.flux = float(flux)
+        self.background = float(background)
         self.read_noise = float(read_noise)
         self.photon_noise = bool(photon_noise)
         self._frame_rate = float(frame_rate)
         self.opd_source = opd_source
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.pupil = circular_pupil(n, obscuration)
-        self._amp = np.sqrt(self.pupil)
+        self.min_fill = float(min_fill)
+        self._fill = self.pupil.reshape(self.n_pixels, b, self.n_pixels, b).mean(axis=(1, 3))
+        self.valid = self._fill >= self.min_fill
         self._offset = (m - n) // 2
         # pupil images: s samples off axis, about centred in the four quadrants of the plane,
         # on whole detector pixels
-        self.separation = self.binning * int(round(m / (4 * self.binning)))
-        if self._offset % self.binning or not n / 2 <= self.separation <= (m - n) / 2:
+        self.separation = b * int(round(m / (4 * b)))
+        if self._offset % b or not n / 2 <= self.separation <= (m - n) / 2:
             raise ValueError("the four pupil images must fit apart on whole detector pixels: "
                              "use padding >= 2 and (padding - 1) n / 2 a multiple of the "
                              "binning")
-        u = np.fft.fftfreq(m, 1.0 / m)  # focal samples from the apex, FFT order
-        # the apex sits between samples (half-sample shift) so the four faces are symmetric
-        uh = u + 0.5
-        self._mask = np.exp(-2j * np.pi * self.separation
-                            * (np.abs(uh)[:, None] + np.abs(uh)[None, :]) / m)
+        # pupil factor: amplitude times the half-sample tilt that puts a flat wavefront's
+        # focal spot on the apex (between samples)
         xs = (np.arange(n) - (n - 1) / 2) / n  # pupil coordinate, in D
-        # half-sample shift of the focal spot onto the apex, plus the modulation tilts
-        self._tilts = []
-        for k in range(self.n_modulation):
-            th = 2 * np.pi * k / self.n_modulation
-            ty = self.modulation * math.sin(th) - 0.5 / self.padding
-            tx = self.modulation * math.cos(th) - 0.5 / self.padding
-            ramp = np.exp(2j * np.pi * (ty * xs[:, None] + tx * xs[None, :]))
-            self._tilts.append(ramp)
-        self._field = np.zeros((m, m), dtype=np.complex128)
-        self._plane = np.zeros((m, m))
-        shape = (m // self.binning, m // self.binning)
-        self._image = np.zeros(shape, dtype=np.float32)
+        apex = np.exp(-1j * np.pi / self.padding * (xs[:, None] + xs[None, :]))
+        self._pupil_factor = (np.sqrt(self.pupil) * apex).astype(np.complex64)
+        self._init_modulation()
+        self._field = np.zeros((m, m), dtype=np.complex64)
+        self._focal = np.zeros((m, m), dtype=np.complex64)
+        self._half = np.zeros((m, m), dtype=np.complex64)
+        self._out = np.zeros((m, m), dtype=np.complex64)
+        self._squares = np.zeros((m, 2 * m), dtype=np.float32)
+        self._sum = np.zeros((m, 2 * m), dtype=np.float32)
+        self._plane = np.zeros((m, m), dtype=np.float32)
+        self._phase = np.zeros((n, n), dtype=np.float32)
+        self._expected = np.zeros((m // b, m // b))
+        self._image = np.zeros((m // b, m // b), dtype=np.float32)
         self._frame_number = 0
-        self._norm = 1.0
-        flat = self.expected_image(np.zeros((n, n)))
-        self._norm = self.flux / flat.sum()
+        self._per_photon = 1.0 / self._binned_intensity(np.zeros((n, n))).sum()
+
+    def _init_modulation(self) -> None:
+        """Modulation shifts on the focal grid and the pyramid's 1-D masks shifted by them."""
+        m = self.fft_size
+        radius = self.padding * self.modulation  # focal samples
+        angle = 2 * np.pi * np.arange(self.n_modulation) / self.n_modulation
+        circle = radius * np.stack([np.sin(angle), np.cos(angle)], axis=1)
+        # round(., 9) first, so that 4.5 + 1e-15 and -4.5 + 2e-15 round alike (half to even)
+        shifts = np.rint(np.round(circle, 9)).astype(np.int64)
+        self.modulation_points = shifts / self.padding
+        u = np.fft.fftfreq(m, 1.0 / m)  # focal samples, FFT order
+        # the apex sits half a sample below sample 0 (the half-sample tilt of the pupil)
+        face = np.exp(-2j * np.pi * self.separation * np.abs(u + 0.5) / m)
+        # a spot moved by s under the mask a(u) gives the intensity of the spot under a(u + s)
+        self._masks = {int(s): np.roll(face, -s).astype(np.complex64)
+                       for s in np.unique(shifts)}
+        groups: dict[int, list[int]] = {}
+        for sy, sx in shifts:
+            groups.setdefault(int(sy), []).append(int(sx))
+        self._groups = list(groups.items())
 
     # -- Camera interface -----------------------------------------------------------------
     @property
@@ -151,6 +209,11 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
         """Shape of the OPD map the sensor takes."""
         return self.pupil.shape
 
+    @property
+    def n_valid(self) -> int:
+        """Number of valid pixels in each pupil image."""
+        return int(self.valid.sum())
+
     def grab(self, out: np.ndarray | None = None) -> np.ndarray:
         """Image of the next wavefront from :attr:`opd_source`."""
         if self.opd_source is None:
@@ -158,24 +221,58 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
         return self.image(self.opd_source(), out=out)
 
     # -- forward model --------------------------------------------------------------------
+    def _binned_intensity(self, opd: np.ndarray) -> np.ndarray:
+        """Modulated output-plane intensity binned onto the detector, arbitrary units."""
+        opd = np.asarray(opd)
+        if opd.shape != self.pupil.shape:
+            raise ValueError(f"OPD map must have shape {self.pupil.shape}, got {opd.shape}")
+        n, o, m, b = self.pupil_samples, self._offset, self.fft_size, self.binning
+        np.multiply(opd, 2 * math.pi / self._wavelength, out=self._phase, casting="same_kind")
+        e = self._field[o:o + n, o:o + n]
+        np.cos(self._phase, out=e.real)
+        np.sin(self._phase, out=e.imag)
+        e *= self._pupil_factor
+        f, half, out = self._focal, self._half, self._out
+        # norm="forward": numpy 2.4 runs a complex64 forward FFT with the default norm
+        # (an integer scale factor) about 7 times slower; the scale cancels in _per_photon
+        np.fft.fft(self._field, axis=1, out=f, norm="forward")
+        np.fft.fft(f, axis=0, out=f, norm="forward")
+        self._sum[:] = 0.0
+        for sy, sxs in self._groups:  # the points sharing a vertical shift
+            np.multiply(f, self._masks[sy][:, None], out=half)
+            np.fft.ifft(half, axis=0, out=half)
+            for sx in sxs:
+                np.multiply(half, self._masks[sx], out=out)
+                np.fft.ifft(out, axis=1, out=out)
+                np.square(out.view(np.float32), out=self._squares)  # re^2, im^2 interleaved
+                self._sum += self._squares
+        plane = np.add(self._sum[:, 0::2], self._sum[:, 1::2], out=self._plane)
+        return np.sum(plane.reshape(m // b, b, m // b, b), axis=(1, 3), dtype=np.float64,
+                      out=self._expected)
+
     def expected_image(self, opd: np.ndarray) -> np.ndarray:
-        """Noise-free detector image (photo-electrons) of an OPD map (metres), float64."""
-        n, o = self.pupil_samples, self._offset
-        e = self._amp * np.exp(2j * np.pi / self._wavelength * np.asarray(opd))
-        self._plane[:] = 0.0
-        for ramp in self._tilts:
-            self._field[:] = 0.0
-            self._field[o:o + n, o:o + n] = e * ramp
-            out = np.fft.ifft2(np.fft.fft2(self._field) * self._mask)
-            self._plane += out.real**2 + out.imag**2
-        b = self.binning
-        m = self.fft_size
-        binned = self._plane.reshape(m // b, b, m // b, b).sum(axis=(1, 3))
-        return binned * self._norm
+        """Noise-free detector image (mean photo-electrons per pixel) of an OPD map (metres).
+
+        Returns the sensor's own float64 buffer, shape :attr:`shape`.
+        """
+        e = self._binned_intensity(opd)
+        e *= self.flux * self._per_photon
+        e += self.background
+        return e
 
     def image(self, opd: np.ndarray, out: np.ndarray | None = None,
               noise: bool = True) -> np.ndarray:
-        """Detector image (float32 photo-electrons) of an OPD map (metres); counts a frame."""
+        """Detector image (float32 photo-electrons) of an OPD map (metres); counts a frame.
+
+        Parameters
+        ----------
+        opd : ndarray, shape :attr:`pupil_shape`
+            Wavefront OPD on the pupil grid, metres.
+        out : ndarray, float32, optional
+            Where to write the image (default: the sensor's buffer).
+        noise : bool
+            Add photon and read noise (as configured); False gives the expected image.
+        """
         o = self._image if out is None else out
         e = self.expected_image(opd)
         if noise and self.photon_noise:
@@ -187,17 +284,18 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
         self._frame_number += 1
         return o
 
-    def pupil_indices(self, min_fill: float = 0.5) -> np.ndarray:
+    def pupil_indices(self, min_fill: float | None = None) -> np.ndarray:
         """Flat detector indices of the valid pixels of the four pupil images.
 
-        A pixel is valid where the binned pupil is at least ``min_fill`` illuminated. Rows
-        are ``I1..I4`` in the :mod:`dao.recon.pyramid` convention, the same pupil point in
-        each column, ready for :class:`dao.recon.Pyramid`.
+        A pixel is valid where the binned pupil is at least ``min_fill`` illuminated (default
+        the sensor's: the pixels of :attr:`valid`). Rows are ``I1..I4`` in the
+        :mod:`dao.recon.pyramid` convention, the same pupil point in each column (row-major
+        order of :attr:`valid`), ready for :class:`dao.recon.Pyramid`.
         """
         b = self.binning
         p = self.n_pixels
-        fill = self.pupil.reshape(p, b, p, b).mean(axis=(1, 3))
-        iy, ix = np.nonzero(fill >= min_fill)
+        valid = self.valid if min_fill is None else self._fill >= min_fill
+        iy, ix = np.nonzero(valid)
         w = self.shape[1]
         centre = self.fft_size // 2 // b  # detector pixel of the apex axis
         shift = self.separation // b

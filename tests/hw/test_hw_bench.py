@@ -1,11 +1,12 @@
-"""The simulated bench as a whole: determinism, simulated time, science output."""
+"""The simulated bench as a whole: determinism, simulated time, science output, sensors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dao.hw import SimulatedBench, error_budget
+from dao import recon
+from dao.hw import SimulatedBench, error_budget, fried_valid_actuators
 
 
 @pytest.fixture
@@ -70,3 +71,75 @@ def test_error_budget_formulas():
     assert b["tau0"] == pytest.approx(0.314 * r0 / 10.0)
     assert b["servo"] == pytest.approx((1e-3 / b["tau0"]) ** (5 / 3))
     assert b["strehl"] == pytest.approx(np.exp(-b["total"]))
+
+
+def test_unknown_sensor_is_refused(small):
+    with pytest.raises(ValueError, match="shack-hartmann, pyramid"):
+        SimulatedBench(sensor="curvature", **small)
+
+
+def test_pyramid_bench_builds_and_steps(small):
+    bench = SimulatedBench(seed=1, sensor="pyramid", **small)
+    assert bench.sensor == "pyramid"
+    # 6 pixels across each pupil image, 4 samples a pixel (samples < r0/2 at 700 nm),
+    # padding 3: a 72-sample plane binned 4 times
+    assert bench.wfs.pupil_samples == 24 and bench.wfs.n_pixels == 6
+    img, frame = bench.step(np.zeros(bench.n_actuators, np.float32))
+    assert img.shape == (18, 18) and img.dtype == np.float32 and frame == 1
+    assert bench.camera.grab().shape == bench.camera.shape == (18, 18)
+    assert bench.frame_number == 2 and bench.time == pytest.approx(2 / 500)
+    # the same pupil and fill rule as the Shack-Hartmann: the same mirror
+    sh = SimulatedBench(seed=1, **small)
+    assert bench.wfs.valid.shape == (6, 6)
+    np.testing.assert_array_equal(bench.wfs.valid, sh.wfs.valid)
+    np.testing.assert_array_equal(bench.mirror.valid, fried_valid_actuators(bench.wfs.valid))
+    assert bench.n_actuators == sh.n_actuators == 45
+    # flux per pupil pixel: the whole image holds flux * valid pixels
+    flat = bench.calibration_image(np.zeros(bench.n_actuators, np.float32))
+    assert flat.sum() == pytest.approx(1000.0 * bench.wfs.n_valid, rel=1e-4)
+    assert bench.frame_number == 2
+    assert 0 < bench.science().strehl <= 1
+
+
+def test_pyramid_sees_a_coarser_grid_than_the_science_camera():
+    """20x20 pyramid: 4 samples a detector pixel (80 across) averaged from the bench's 160-sample
+    grid, which the mirror and the science camera keep (their fitting error is not lost)."""
+    bench = SimulatedBench(n_subap=20, seed=1, sensor="pyramid")
+    assert bench.wfs.pupil_shape == (80, 80)
+    assert bench.residual_opd().shape == bench.science_camera.pupil.shape == (160, 160)
+    tilt = np.add.outer(np.zeros(160), np.linspace(-1, 1, 160)) * 100e-9
+    coarse = bench._wfs_opd(tilt)
+    np.testing.assert_allclose(coarse, tilt.reshape(80, 2, 80, 2).mean(axis=(1, 3)))
+    img, _ = bench.step()
+    assert img.shape == bench.wfs.shape
+    same = SimulatedBench(n_subap=20, seed=1, sensor="pyramid", pyramid_samples_per_pixel=8)
+    assert same.wfs.pupil_shape == (160, 160)
+    with pytest.raises(ValueError, match="must divide"):
+        SimulatedBench(n_subap=20, sensor="pyramid", pyramid_samples_per_pixel=3)
+
+
+def test_pyramid_bench_is_reproducible(small):
+    a, b = (SimulatedBench(seed=3, sensor="pyramid", **small) for _ in range(2))
+    for _ in range(3):
+        np.testing.assert_array_equal(a.step()[0], b.step()[0])
+
+
+def test_slope_estimators(small):
+    sh = SimulatedBench(seed=1, **small)
+    assert isinstance(sh.slope_estimator(method="cog"), recon.ShackHartmann)
+    assert isinstance(sh.centroider(), recon.ShackHartmann)
+    bench = SimulatedBench(seed=1, sensor="pyramid", **small)
+    est = bench.slope_estimator()
+    assert isinstance(est, recon.Pyramid) and est.mode == "slopes"
+    assert est.indices.shape == (4, bench.wfs.n_valid)
+    assert bench.slope_estimator(mode="intensities").signal.size == 4 * bench.wfs.n_valid
+    with pytest.raises(ValueError, match="slope_estimator"):
+        bench.centroider()
+    zero = np.zeros(bench.n_actuators, np.float32)
+    flat = est.measure(bench.calibration_image(zero))
+    assert np.abs(flat).max() < 1e-5
+    # an OPD increasing with x (mirror tilt) moves the spot towards +x: positive sx
+    measure = bench.calibration_slopes(est)
+    n = bench.wfs.n_valid
+    tilt = measure((bench.mirror.positions[:, 1] * 2e-8).astype(np.float32))
+    assert tilt[:n].mean() > 0.01 and abs(tilt[n:].mean()) < 0.01 * tilt[:n].mean()

@@ -38,19 +38,47 @@ def reference_estimator(pyramid):
     return est
 
 
-@pytest.mark.parametrize(("tilt", "rel"), [(0.25, 0.25), (0.5, 0.15), (1.0, 0.15)])
-def test_tilt_response_follows_geometric_optics(pyramid, tilt, rel):
-    """Mean slope ``(2/pi) arcsin(t / r)`` for tilts inside the modulation radius ``r``.
+@pytest.mark.parametrize("tilt", [0.25, 0.5, 1.0])
+def test_tilt_response_follows_geometric_optics(pyramid, tilt):
+    """Mean slope ``(2/pi) arcsin(t / r)`` for tilts inside the modulation radius ``r``,
+    times an optical gain a little above 1.
 
-    Diffraction makes the sensor a little more sensitive than geometric optics for small
-    tilts (measured +21 % at 0.25 lambda/D, +6 % at 1 lambda/D with r = 3 lambda/D).
+    Diffraction makes the sensor more sensitive than geometric optics for small tilts (a
+    continuous modulation circle: +10 %), and so does the discrete modulation: 16 points on
+    the focal grid (1/3 lambda/D steps here), two of them on the pyramid's edges, measured
+    +29 % at 0.25 lambda/D, +27 % at 0.5 and +25 % at 1 with r = 3 lambda/D (16 points on
+    the exact circle: +21, +13, +8 %).
     """
     est = reference_estimator(pyramid)
     n = est.n_pixels
     s = est.measure(pyramid.image(pyramid.tilt_opd(tilt, -tilt)))
     expected = 2 / math.pi * math.asin(tilt / pyramid.modulation)
-    assert s[:n].mean() == pytest.approx(expected, rel=rel)
-    assert s[n:].mean() == pytest.approx(-expected, rel=rel)
+    assert 1.0 < s[:n].mean() / expected < 1.35
+    assert 1.0 < -s[n:].mean() / expected < 1.35
+
+
+def test_modulation_points_lie_on_the_focal_grid(pyramid):
+    """Each point rounded to the nearest focal sample (1/3 lambda/D), the set symmetric
+    about both axes."""
+    pts = pyramid.modulation_points
+    assert pts.shape == (16, 2)
+    np.testing.assert_allclose(pts * pyramid.padding, np.round(pts * pyramid.padding),
+                               atol=1e-12)
+    angle = 2 * np.pi * np.arange(16) / 16
+    exact = pyramid.modulation * np.stack([np.sin(angle), np.cos(angle)], axis=1)
+    assert np.all(np.abs(pts - exact) <= 0.5 / pyramid.padding)
+    np.testing.assert_allclose(pts.mean(axis=0), 0.0, atol=1e-12)
+    for flip in ([1, -1], [-1, 1], [-1, -1]):
+        assert {tuple(p) for p in pts * flip} == {tuple(p) for p in pts}
+
+
+def test_valid_pixels_match_the_pupil_indices(pyramid):
+    assert pyramid.valid.shape == (10, 10) and pyramid.valid.dtype == bool
+    assert pyramid.n_valid == pyramid.pupil_indices().shape[1] == pyramid.valid.sum()
+    assert pyramid.valid[5, 5] and not pyramid.valid[0, 0]
+    np.testing.assert_array_equal(pyramid.valid, pyramid.valid.T)
+    # fewer pixels with a stricter fill rule
+    assert pyramid.pupil_indices(min_fill=0.99).shape[1] < pyramid.n_valid
 
 
 def test_saturates_beyond_the_modulation(pyramid):
