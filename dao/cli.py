@@ -246,18 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_record)
 
     q = sub.add_parser("demo", help="close an AO loop on the simulated bench and report it",
-                       description="Calibrate a simulated Shack-Hartmann AO system, run it open "
-                       "then closed loop with its components in separate processes, and print "
+                       description="Calibrate a simulated AO system (Shack-Hartmann or "
+                       "pyramid), run it open then closed loop with its components in separate "
+                       "processes, and print "
                        "open/closed-loop Strehl, residual, loop rate and latency per stage.")
     q.add_argument("--config", help="loop configuration (TOML) updating the embedded default")
     q.add_argument("--size", type=int, help="subapertures across the pupil (default 20; "
                    "with --streams: frame side in pixels, default 64)")
-    q.add_argument("--sensor", choices=["shack-hartmann"], help="wavefront sensor")
+    q.add_argument("--sensor", choices=["shack-hartmann", "pyramid"],
+                   help="wavefront sensor (default shack-hartmann)")
     q.add_argument("--gain", type=float, help="closed-loop integrator gain (default 0.5)")
     q.add_argument("--frames", type=int, help="closed-loop frames measured (default 1600; "
                    "with --streams: frames to send, default 5000)")
-    q.add_argument("--telemetry", help="NetCDF file for the telemetry (default: a file in a "
-                   "new temporary folder, named in the report; '' for none)")
+    q.add_argument("--telemetry", help="NetCDF file for the telemetry (default: "
+                   "dao_loop_<date>-<time>.nc in the current folder; '' for none)")
     q.add_argument("--json", action="store_true", help="print the report as one JSON object")
     q.add_argument("--streams", action="store_true",
                    help="instead: the stream demo, a writer and a reader process")

@@ -11,7 +11,8 @@ Three components, each run in its own process by :mod:`dao.loop`:
   (long exposure, reset and read with the ``OTHER`` commands ``science_reset`` and
   ``science``). Every frame it writes the int64 row ``[frame, wfs_image atime_ns, late]`` to
   the FIFO stream ``frames`` (the camera's log: frame timestamps for the latency figures).
-- :class:`Slopes` wakes on ``wfs_image`` and writes the Shack-Hartmann ``slopes``.
+- :class:`Slopes` wakes on ``wfs_image`` and writes the ``slopes`` (Shack-Hartmann centroids
+  or pyramid signals, as the calibration file says).
 - :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
   the published parameter ``gain`` (changeable while running), writes ``dm_command``.
 
@@ -33,12 +34,16 @@ from dao.component import Component, ComponentError, Input
 from dao.errors import StreamTimeout
 from dao.parameters import Parameter
 
-__all__ = ["BenchCamera", "Slopes", "Controller", "FRAMES_FIELDS", "SCIENCE_FIELDS"]
+__all__ = ["BenchCamera", "Slopes", "Controller", "slope_estimator", "FRAMES_FIELDS",
+           "SCIENCE_FIELDS"]
 
 #: Columns of the ``frames`` stream (int64).
 FRAMES_FIELDS = ("frame", "wfs_atime_ns", "late_frames")
-#: Columns of the ``science`` stream (float64): long-exposure values since the last reset.
-SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", "n_frames")
+#: Columns of the ``science`` stream (float64): frame number, simulated time (s), the long
+#: exposure since the last reset (Strehl, Marechal Strehl, residual rms in rad, exposures
+#: summed), and this exposure alone (Strehl, residual rms in rad).
+SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", "n_frames",
+                  "strehl_frame", "residual_rms_frame")
 
 
 def _open_output(comp: Component, key: str):
@@ -116,9 +121,10 @@ class BenchCamera(Component):
             if n % self.science_every == 0:
                 cam = b.science_camera
                 cam.grab()
-                q = cam.quality()
+                q, last = cam.quality(), cam.last_frame
                 s = self._science_row
-                s[:] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames)
+                s[:] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,
+                        last.strehl, last.residual_rms)
                 self.science_out.set_data(s, cnt2=n)
 
     def other(self, payload: str) -> str:
@@ -144,11 +150,33 @@ def _load_calibration(comp: Component) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-class Slopes(Component):
-    """Shack-Hartmann slopes of each WFS frame (``cnt2`` passed on).
+def slope_estimator(cal: dict[str, np.ndarray]):
+    """The slope estimator saved by :func:`dao.loop.calibrate`.
 
-    Config keys: ``calibration`` (``.npz`` with ``corners``, ``subaperture_size``, ``method``),
-    ``streams`` (``wfs_image`` input, ``slopes`` output).
+    Returns
+    -------
+    dao.recon.ShackHartmann or dao.recon.Pyramid
+        Built from ``corners``, ``subaperture_size``, ``method`` (Shack-Hartmann) or
+        ``indices``, ``reference``, ``mode`` (pyramid), as ``cal["sensor"]`` says.
+    """
+    from dao.recon import Pyramid, ShackHartmann
+
+    sensor = str(cal.get("sensor", "shack-hartmann"))
+    if sensor == "pyramid":
+        est = Pyramid(cal["indices"], mode=str(cal["mode"]))
+        est.reference[:] = cal["reference"]
+        return est
+    if sensor == "shack-hartmann":
+        return ShackHartmann(cal["corners"], int(cal["subaperture_size"]),
+                             method=str(cal["method"]))
+    raise ComponentError(f"calibration for an unknown sensor {sensor!r}: recalibrate")
+
+
+class Slopes(Component):
+    """Slopes of each WFS frame (``cnt2`` passed on): Shack-Hartmann or pyramid.
+
+    Config keys: ``calibration`` (``.npz`` written by :func:`dao.loop.calibrate`, see
+    :func:`slope_estimator`), ``streams`` (``wfs_image`` input, ``slopes`` output).
     """
 
     wfs_image = Input(doc="WFS detector image")
@@ -157,19 +185,16 @@ class Slopes(Component):
         self.cal = _load_calibration(self)
 
     def allocate(self) -> None:
-        from dao.recon import ShackHartmann
-
-        c = self.cal
-        self.sh = ShackHartmann(c["corners"], int(c["subaperture_size"]),
-                                method=str(c["method"]))
-        self.sh.measure(np.zeros(self.wfs_image.shape, np.float32))  # load the kernel
+        self.estimator = slope_estimator(self.cal)
+        self.estimator.measure(np.zeros(self.wfs_image.shape, np.float32))  # load the kernel
         self.out = _open_output(self, "slopes")
 
     def release(self) -> None:
         self.out.close()
 
     def process(self, data: np.ndarray) -> None:
-        self.out.set_data(self.sh.measure(data), cnt2=self.wfs_image.last_read.frame_id)
+        self.out.set_data(self.estimator.measure(data),
+                          cnt2=self.wfs_image.last_read.frame_id)
 
 
 class Controller(Component):

@@ -112,6 +112,23 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _stop_with_parent() -> None:
+    """Get SIGTERM when the process named by ``$DAO_PARENT_PID`` (the supervisor) dies.
+
+    Linux ``PR_SET_PDEATHSIG``: a component started by a notebook kernel or ``dao supervise``
+    stops with it instead of running on as an orphan holding its streams.
+    """
+    pid = os.environ.get("DAO_PARENT_PID")
+    if not pid or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(pid):  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Handler of ``dao run``."""
     from dao.errors import DaoError
@@ -132,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _stop_with_parent()
     try:
         server = comp.serve(args.port, args.host)
     except Exception as exc:  # noqa: BLE001

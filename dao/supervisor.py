@@ -168,6 +168,7 @@ class Supervisor:
         root = str(Path(__file__).resolve().parent.parent)  # so children import this dao
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env.update(spec.env)
+        env["DAO_PARENT_PID"] = str(os.getpid())  # children stop when this process dies
         return env
 
     def command_line(self, name: str) -> list[str]:

@@ -82,6 +82,8 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
     psf_sum : ndarray, float64
         Sum of the PSFs exposed since :meth:`reset`, normalised so that the diffraction
         limit peaks at 1 for each frame.
+    last_frame : ImageQuality or None
+        Quality of the last frame exposed alone (short exposure); None before the first.
     """
 
     def __init__(self, pupil: np.ndarray, wavelength: float = 1.65e-6, padding: int = 2,
@@ -99,6 +101,7 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
         self._peak0 = float(self._amp.sum()) ** 2  # |FFT|^2 at 0 for a flat wavefront
         self.psf_sum = np.zeros((self.fft_size, self.fft_size))
         self._frame_number = 0
+        self.last_frame: ImageQuality | None = None
         self.reset()
 
     @property
@@ -142,6 +145,9 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
         self._marechal_sum += math.exp(-var)
         self.n_frames += 1
         self._frame_number += 1
+        self.last_frame = ImageQuality(float(p.max()), math.exp(-var), math.sqrt(var),
+                                       math.sqrt(var) * self._wavelength / (2 * math.pi),
+                                       self._wavelength, 1)
         return p
 
     def grab(self, out: np.ndarray | None = None) -> np.ndarray:

@@ -12,12 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dao.loop import REPORT_KEYS, format_report, load_loop_config, run_loop
+from dao.loop import REPORT_KEYS, AOLoop, format_report, load_loop_config, run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,8 +87,12 @@ def test_telemetry_file(report):
 def test_config_validation(tmp_path):
     cfg = load_loop_config(None, bench={"n_subap": 10})
     assert cfg["bench"]["n_subap"] == 10 and cfg["bench"]["r0"] == 0.15
-    with pytest.raises(ValueError, match="pyramid"):
-        load_loop_config({"sensor": {"type": "pyramid"}})
+    with pytest.raises(ValueError, match="shack-hartmann, pyramid"):
+        load_loop_config({"sensor": {"type": "curvature"}})
+    with pytest.raises(ValueError, match="unknown loop config table"):
+        load_loop_config({"contoller": {"gain": 0.3}})
+    with pytest.raises(ValueError, match="closed_frames"):
+        load_loop_config({"run": {"closed_frames": 0}})
     f = tmp_path / "loop.toml"
     f.write_text('[controller]\ngain = 0.3\n[streams]\nslopes = "my_slopes"\n')
     cfg = load_loop_config(f)
@@ -123,10 +128,78 @@ def test_demo_json_subprocess(tmp_path):
 
 @pytest.mark.slow
 def test_loop_stays_closed_without_drift():
-    """A longer closed loop (4000 frames, 4 s simulated): no drift between the halves."""
-    r = run_loop({"run": {"open_frames": 200, "settle_frames": 200, "closed_frames": 4000}},
+    """The default 20x20 loop kept closed for ``$DAO_DRIFT_SECONDS`` (default 30 s; the
+    issue's check is 600): the long-exposure Strehl of every 1000-frame stretch stays within
+    0.05 of the first, no frame is late and the mirror stays well inside its stroke (no slow
+    runaway of unseen modes)."""
+    seconds = float(os.environ.get("DAO_DRIFT_SECONDS", "30"))
+    with AOLoop(history=4096) as ao:
+        ao.gain = 0.5
+        ao.wait(300)
+        strehl = []
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end or len(strehl) < 3:
+            q = ao.expose(1000)
+            strehl.append(q["strehl"])
+            assert q["late"] == 0
+        cmd = ao.streams["dm_command"].get_data()
+        print(f"{len(strehl)} stretches of 1000 frames over {ao.frame / 1000:.0f} s simulated: "
+              f"Strehl {min(strehl):.3f} to {max(strehl):.3f}")
+    assert min(strehl) >= 0.3
+    assert max(abs(s - strehl[0]) for s in strehl) < 0.05, strehl
+    assert np.abs(cmd).max() < 0.5 * 10e-6  # well inside the default 10 um stroke
+
+
+def test_aoloop_live_gain_science_and_cleanup(tmp_path):
+    """A running loop driven like a notebook does: gain changed live, histories read live."""
+    ao = AOLoop({"bench": {"n_subap": 10}}, history=2048)
+    assert "not started" in repr(ao)
+    with pytest.raises(RuntimeError, match="not running"):
+        ao.gain = 0.3
+    ao.start()
+    try:
+        folder, pids = ao.folder, [s["pid"] for s in ao.supervisor.status()]
+        assert "running" in repr(ao) and ao.gain == 0.0
+        q_open = ao.expose(200)
+        ao.gain = 0.5
+        assert ao.client("controller").query("gain") == "0.5"  # the process has it
+        ao.wait(150)
+        q_closed = ao.expose(300)
+        assert q_closed["strehl"] > 5 * q_open["strehl"]
+        ao.open_loop()
+        ao.wait(100)
+        q_reopened = ao.expose(200)
+        assert q_reopened["strehl"] < 0.5 * q_closed["strehl"]
+        sci = ao.science()
+        assert sci.sizes["frame"] > 100 and np.all(np.diff(sci.frame.values) == 4)
+        # the short-exposure residual follows the gain: lower while closed
+        t_close, t_open = ao.gain_log[1][0], ao.gain_log[2][0]
+        res = sci.residual_rms_frame
+        closed = res.sel(frame=slice(t_close + 150, t_open)).mean().item()
+        assert closed < 0.5 * res.sel(frame=slice(0, t_close)).mean().item()
+        lat = ao.latency()
+        assert lat["latency_samples"] > 500 and 0 < lat["latency_p50_s"] < 1
+        path = ao.write_telemetry(tmp_path / "live.nc")  # while running
+        ao.stop()
+        assert _gone(pids) and not ao.running
+        assert ao.latency(since=t_close)["latency_samples"] > 300  # histories after stop
+    finally:
+        ao.close()
+    assert not os.path.exists(folder)
+    from dao.telemetry import open_recording
+
+    rec = open_recording(path)
+    assert rec["dm_command"]["dm_command"].shape[1] == ao.calibration["n_actuators"]
+    for ds in rec.values():
+        ds.close()
+
+
+def test_pyramid_loop_closes(tmp_path):
+    """``sensor = "pyramid"``: the same loop with a modulated pyramid, 10x10."""
+    r = run_loop({"bench": {"n_subap": 10}, "sensor": {"type": "pyramid"},
+                  "run": {"open_frames": 100, "settle_frames": 100, "closed_frames": 300}},
                  telemetry="")
-    a, b = r["strehl_closed_first_half"], r["strehl_closed_second_half"]
+    print(format_report(r))
+    assert r["sensor"] == "pyramid" and "modulation" in r["estimator"]
     assert r["strehl_closed"] >= 0.3 and r["strehl_closed"] >= 5 * r["strehl_open"]
-    assert abs(b - a) < 0.05, (a, b)
     assert r["late_frames"] == 0

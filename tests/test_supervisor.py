@@ -312,3 +312,41 @@ def test_timeout_error_is_a_timeout():
     with pytest.raises(TimeoutError):
         c.state()
     assert issubclass(CommandTimeout, TimeoutError)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+    except OSError:
+        return False
+    return stat[2] != "Z"
+
+
+def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
+    """A supervisor (e.g. a notebook kernel) killed with SIGKILL leaves no orphan running."""
+    name = uname("o")
+    script = tmp_path / "sup.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dao.supervisor import Supervisor\n"
+        f"sup = Supervisor({{'component': [{{'name': '{name}', "
+        "'class': 'dao.examples:Counter', 'state': 'Running', "
+        "'args': {'period': 0.01}}]})\n"
+        "sup.start_all()\n"
+        "print(sup.status()[0]['pid'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    sup = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                           env=env())
+    child = 0
+    try:
+        child = int(sup.stdout.readline())
+        assert _alive(child)
+        sup.kill()
+        sup.wait(10)
+        wait_for(lambda: not _alive(child), timeout=10)
+    finally:
+        sup.kill()
+        sup.stdout.close()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
