@@ -251,7 +251,7 @@ def bench_component(n: int, period: float = 1e-3) -> None:
                 t_in = src.get_timestamp_ns() * 1e-9
                 cnt = src.get_counter()
                 try:
-                    row = timing.get_data(check=True, timeout=1.0)
+                    row = timing.get_data(check=True, timeout=1.0)[:, 0]
                 except dao.StreamTimeout:
                     continue
                 if int(row[3]) != cnt or k < 50:

@@ -28,8 +28,9 @@ Conventions (Durham): static configuration is loaded at Init, resources (streams
 allocated at Enable, the processing thread runs only in Running. An exception in
 :meth:`Component.process` moves the component to Error with the traceback as reason;
 ``Recover`` brings it back to Idle. Each iteration's timing is written to the FIFO stream
-``<name>_timing`` (float64 ``[t_wake, t_done, duration, input_cnt0]``, times in seconds since
-the epoch, duration in seconds) so it can be watched and recorded like any other stream.
+``<name>_timing`` (float64 ``[t_wake, t_done, duration, input_cnt0]`` as a ``(4, 1)`` array,
+the shape the DAO C library opens; times in seconds since the epoch, duration in seconds) so it
+can be watched and recorded like any other stream.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class Component:
         self._last_cnt = -1
         self._in_buf: np.ndarray | None = None
         self._timing = None
-        self._timing_row = np.zeros(len(TIMING_FIELDS), np.float64)
+        self._timing_row = np.zeros((len(TIMING_FIELDS), 1), np.float64)
         self.thread: _ProcessingThread | None = None
         self._configured = False
         self._allocated = False
@@ -480,7 +481,7 @@ class Component:
             if self.timing_depth > 0:
                 self._timing = shm(
                     self.timing_name,
-                    np.zeros(len(TIMING_FIELDS), np.float64),
+                    np.zeros((len(TIMING_FIELDS), 1), np.float64),
                     depth=self.timing_depth,
                 )
         except BaseException:
@@ -539,10 +540,10 @@ class Component:
         self.iterations += 1
         if self._timing is not None:
             row = self._timing_row
-            row[0] = t_wake
-            row[1] = t_wake + dur
-            row[2] = dur
-            row[3] = cnt
+            row[0, 0] = t_wake
+            row[1, 0] = t_wake + dur
+            row[2, 0] = dur
+            row[3, 0] = cnt
             self._timing.set_data(row)
 
     def _processing_failed(self, exc: BaseException) -> None:

@@ -28,15 +28,15 @@ class Counter(Component):
     >>> c = Counter("demo_counter", period=1e-3)   # doctest: +SKIP
     >>> c.goto("Running")                          # doctest: +SKIP
     >>> c.counter.get_data()                       # doctest: +SKIP
-    array([42])
+    array([[42]])
     """
 
-    counter = Output((1,), np.int64, doc="the count")
+    counter = Output((1, 1), np.int64, doc="the count (a (1, 1) array: C readers refuse 1-D)")
     step = Parameter(1, int, doc="added to the count at each iteration")
     period = Parameter(0.01, float, unit="s", bounds=(1e-5, 60.0), doc="loop period")
 
     def allocate(self) -> None:
-        self.count = np.zeros(1, np.int64)
+        self.count = np.zeros((1, 1), np.int64)
 
     def process(self, data: None) -> None:
         self.count += self.step
@@ -51,9 +51,9 @@ class Faulty(Counter):
 
     def process(self, data: None) -> None:
         super().process(data)
-        if self.fail_at and int(self.count[0]) >= self.fail_at:
+        if self.fail_at and int(self.count[0, 0]) >= self.fail_at:
             self.fail_at = 0  # fail once; Recover then goes on counting
-            raise RuntimeError(f"deliberate failure at count {int(self.count[0])}")
+            raise RuntimeError(f"deliberate failure at count {int(self.count[0, 0])}")
 
 
 class Relay(Component):

@@ -9,7 +9,8 @@ scripted run behind ``dao demo``. Starting an :class:`AOLoop`
    to ``calibration.npz``;
 2. creates the streams in a fresh private folder: ``wfs_image``, ``slopes``, ``dm_command``,
    the camera's ``frames`` log and ``science``, as FIFOs whose depth (``run.history_frames``)
-   is the history kept for latencies and telemetry;
+   is the history kept for latencies and telemetry (vectors as ``(n, 1)`` arrays, the shape
+   the DAO C library opens);
 3. starts the components (:mod:`dao.loop_components`: bench camera, slopes, controller), each
    in its own process under a :class:`dao.Supervisor`, with the loop open (gain 0).
 
@@ -272,6 +273,8 @@ def _write_telemetry(path: str, streams: dict[str, Any], fields: dict[str, tuple
     with h5netcdf.File(path, "w") as f:
         for key, s in streams.items():
             data, cnt0, times = s.get_history(min(s.depth, max(1, s.get_counter())), meta=True)
+            if data.ndim == 3 and data.shape[2] == 1:  # an (n, 1) vector stream
+                data = data[:, :, 0]
             m = s._meta.copy()
             by_cnt0 = dict(zip(m["cnt0"].tolist(), m["cnt2"].tolist(), strict=True))
             cnt2 = np.array([by_cnt0.get(int(c), 0) for c in cnt0], np.int64)
@@ -418,11 +421,13 @@ class AOLoop:
         self.streams.update(
             wfs_image=shm(path["wfs_image"], np.zeros(cal["wfs_shape"], np.float32),
                           depth=image_depth),
-            slopes=shm(path["slopes"], np.zeros(cal["n_slopes"], np.float32), depth=depth),
-            dm_command=shm(path["dm_command"], np.zeros(cal["n_actuators"], np.float32),
+            slopes=shm(path["slopes"], np.zeros((cal["n_slopes"], 1), np.float32),
+                       depth=depth),
+            dm_command=shm(path["dm_command"], np.zeros((cal["n_actuators"], 1), np.float32),
                            depth=depth),
-            frames=shm(path["frames"], np.zeros(len(FRAMES_FIELDS), np.int64), depth=depth),
-            science=shm(path["science"], np.zeros(len(SCIENCE_FIELDS), np.float64),
+            frames=shm(path["frames"], np.zeros((len(FRAMES_FIELDS), 1), np.int64),
+                       depth=depth),
+            science=shm(path["science"], np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
                         depth=max(16, depth // every + 4)),
         )
         common = {"calibration": cal_path, "timing_depth": 0}
@@ -531,21 +536,39 @@ class AOLoop:
         TimeoutError
             Not reached within ``timeout`` seconds (default: 60 s plus 50 ms a frame).
         RuntimeError
-            A component process died.
+            A component process died or went to its Error state (the reason is given).
         """
         self._check_running()
         fr = self.streams["frames"]
         target = int(fr.get_counter()) + int(frames)
         timeout = 60.0 + 0.05 * frames if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline, last, t_last = now + timeout, -1, now
         while (n := int(fr.get_counter())) < target:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if n != last:
+                last, t_last = n, now
+            elif now - t_last > 1.0:  # stalled: is a component in Error?
+                self._check_components()
+                t_last = now
+            if now > deadline:
                 raise TimeoutError(f"the loop reached frame {n} of {target} in {timeout:.0f} s")
             dead = self.supervisor.poll()
             if dead:
                 raise RuntimeError("; ".join(dead))
             time.sleep(0.01)
         return n
+
+    def _check_components(self) -> None:
+        """Raise RuntimeError naming the components in their Error state, with the reason."""
+        errors = []
+        for role in _ROLES:
+            c = self.client(role)
+            if c.state() == "Error":
+                errors.append(f"{self.config['components'][role]['name']}: "
+                              f"{c.query('error_reason')}")
+        if errors:
+            raise RuntimeError("the loop stopped, a component failed: " + "; ".join(errors))
 
     def expose(self, frames: int) -> dict[str, Any]:
         """A long exposure of the science camera over the next ``frames`` frames.
@@ -588,7 +611,7 @@ class AOLoop:
         if have == 0:
             raise RuntimeError("no science exposure yet: wait for a few frames")
         n = min(s.depth, have) if frames is None else min(int(frames), s.depth, have)
-        data = s.get_history(n)
+        data = s.get_history(n)[:, :, 0]
         col = {f: data[:, i] for i, f in enumerate(SCIENCE_FIELDS)}
         return xr.Dataset(
             {f: ("frame", col[f]) for f in SCIENCE_FIELDS if f not in ("frame", "time")},
@@ -609,7 +632,7 @@ class AOLoop:
         st = self.streams
         fr = st["frames"]
         have = int(fr.get_counter())
-        rows = fr.get_history(min(fr.depth, max(have, 1)))
+        rows = fr.get_history(min(fr.depth, max(have, 1)))[:, :, 0]
         t_cam = {int(r[0]): int(r[1]) for r in rows if r[0] > since}
         t_slopes = _stamps(t_cam, st["slopes"])
         t_cmd = _stamps(t_cam, st["dm_command"])

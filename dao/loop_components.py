@@ -16,9 +16,10 @@ Three components, each run in its own process by :mod:`dao.loop`:
 - :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
   the published parameter ``gain`` (changeable while running), writes ``dm_command``.
 
-Streams are created beforehand by :func:`dao.loop.run_loop` (it knows their shapes from the
-calibration) and named in each component's ``streams`` config; the calibration (control
-matrix, subaperture windows) is the ``.npz`` file named by the ``calibration`` config key.
+Streams are created beforehand by :class:`dao.loop.AOLoop`, which knows their shapes from the
+calibration (vectors are ``(n, 1)``, a shape the DAO C library opens too), and named in each
+component's ``streams`` config; the calibration (control matrix, slope estimator) is the
+``.npz`` file named by the ``calibration`` config key.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ class BenchCamera(Component):
         self.science_out = _open_output(self, "science")
         self._sem = self.dm_command.claim_semaphore()
         self.command = np.zeros(self.bench.n_actuators, np.float32)
-        self._cmd_buf = np.zeros_like(self.command)
-        self._frames_row = np.zeros(len(FRAMES_FIELDS), np.int64)
-        self._science_row = np.zeros(len(SCIENCE_FIELDS), np.float64)
+        self._cmd_buf = np.zeros(self.dm_command.shape, np.float32)
+        self._frames_row = np.zeros((len(FRAMES_FIELDS), 1), np.int64)
+        self._science_row = np.zeros((len(SCIENCE_FIELDS), 1), np.float64)
         self.late = 0
 
     def release(self) -> None:
@@ -105,7 +106,7 @@ class BenchCamera(Component):
                 self.late += 1
                 return
             if self.dm_command.last_read.frame_id >= frame:
-                self.command[:] = self._cmd_buf
+                self.command[:] = self._cmd_buf.reshape(-1)
                 return
 
     def process(self, data: None) -> None:
@@ -116,15 +117,15 @@ class BenchCamera(Component):
             img, n = b.step(self.command)
             self.wfs.set_data(img, cnt2=n)
             row = self._frames_row
-            row[0], row[1], row[2] = n, self.wfs.get_timestamp_ns(), self.late
+            row[0, 0], row[1, 0], row[2, 0] = n, self.wfs.get_timestamp_ns(), self.late
             self.frames.set_data(row, cnt2=n)
             if n % self.science_every == 0:
                 cam = b.science_camera
                 cam.grab()
                 q, last = cam.quality(), cam.last_frame
                 s = self._science_row
-                s[:] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,
-                        last.strehl, last.residual_rms)
+                s[:, 0] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,
+                           last.strehl, last.residual_rms)
                 self.science_out.set_data(s, cnt2=n)
 
     def other(self, payload: str) -> str:
@@ -186,15 +187,18 @@ class Slopes(Component):
 
     def allocate(self) -> None:
         self.estimator = slope_estimator(self.cal)
-        self.estimator.measure(np.zeros(self.wfs_image.shape, np.float32))  # load the kernel
+        # the estimator's own output buffer (measure writes it), as the stream's (n, 1) shape;
+        # the first call loads the kernel
+        self._signal = self.estimator.measure(
+            np.zeros(self.wfs_image.shape, np.float32)).reshape(-1, 1)
         self.out = _open_output(self, "slopes")
 
     def release(self) -> None:
         self.out.close()
 
     def process(self, data: np.ndarray) -> None:
-        self.out.set_data(self.estimator.measure(data),
-                          cnt2=self.wfs_image.last_read.frame_id)
+        self.estimator.measure(data)
+        self.out.set_data(self._signal, cnt2=self.wfs_image.last_read.frame_id)
 
 
 class Controller(Component):
@@ -240,6 +244,6 @@ class Controller(Component):
             self.integrator.gain[:] = self.gain
             self.integrator.leak[:] = self.leak
             self._applied = (self.gain, self.leak)
-        self.mvm(data, out=self.error)
+        self.mvm(data.reshape(-1), out=self.error)
         cmd = self.integrator.step(self.error)
-        self.out.set_data(cmd, cnt2=self.slopes.last_read.frame_id)
+        self.out.set_data(cmd.reshape(-1, 1), cnt2=self.slopes.last_read.frame_id)

@@ -23,6 +23,11 @@ Each component runs as ``python -m dao.runtime_cli run CLASS --port PORT --name 
 pid, liveness and state; :meth:`Supervisor.poll` notices processes that died and restarts
 (``restart = true``) or reports them; :meth:`Supervisor.stop_all` sends the Idle/Disable/Stop
 commands, then SIGTERM, then SIGKILL, with timeouts.
+
+Restarts back off: the first death is restarted at once; a process that dies again within
+``stable_after`` seconds of its start waits ``backoff[0]`` seconds, doubling at each quick
+death up to ``backoff[1]``, so a component that crashes at start does not spin the machine.
+Children get ``$DAO_PARENT_PID`` and stop when the supervisor's process dies.
 """
 
 from __future__ import annotations
@@ -119,6 +124,9 @@ class _Proc:
     client: ComponentClient | None = None
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
     reported_dead: bool = False
     stopping: bool = False
 
@@ -134,14 +142,22 @@ class Supervisor:
         Longest wait for a started process to answer PING, in seconds.
     command_timeout : float
         Reply timeout of the commands sent to the components, in seconds.
+    backoff : (float, float)
+        First and longest wait before restarting a process that died soon after its start,
+        in seconds.
+    stable_after : float
+        Seconds a process must live for its next death to be restarted at once.
     """
 
     def __init__(
-        self, config: dict[str, Any], ready_timeout: float = 20.0, command_timeout: float = 3.0
+        self, config: dict[str, Any], ready_timeout: float = 20.0, command_timeout: float = 3.0,
+        backoff: tuple[float, float] = (0.5, 30.0), stable_after: float = 10.0,
     ):
         self.config = config
         self.ready_timeout = ready_timeout
         self.command_timeout = command_timeout
+        self.backoff = (float(backoff[0]), float(backoff[1]))
+        self.stable_after = float(stable_after)
         specs = [ComponentSpec.from_dict(d) for d in config.get("component", [])]
         names = [s.name for s in specs]
         dup = {n for n in names if names.count(n) > 1}
@@ -219,6 +235,8 @@ class Supervisor:
         )
         p.reported_dead = False
         p.stopping = False
+        p.restart_at = None
+        p.started_at = time.monotonic()
         if p.client is None:
             p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
         deadline = time.monotonic() + self.ready_timeout
@@ -325,8 +343,13 @@ class Supervisor:
             What happened (also logged and appended to :attr:`events`).
         """
         events = []
+        now = time.monotonic()
         for name, p in self.procs.items():
             if p.popen is None or p.stopping:
+                continue
+            if p.restart_at is not None:  # dead, waiting out its back-off
+                if now >= p.restart_at:
+                    events.append(self._restart(name, f"{name} back-off over"))
                 continue
             rc = p.popen.poll()
             if rc is None or p.reported_dead:
@@ -334,19 +357,36 @@ class Supervisor:
             p.exit_codes.append(rc)
             p.reported_dead = True
             msg = f"{name} (pid {p.popen.pid}) died with status {rc}"
-            if p.spec.restart:
-                try:
-                    pid = self.start(name)
-                    p.restarts += 1
-                    msg += f"; restarted as pid {pid}"
-                except SupervisorError as exc:
-                    msg += f"; restart failed: {exc}"
-                log.warning("%s", msg)
-            else:
+            if not p.spec.restart:
                 log.error("%s; not restarted (restart = false)", msg)
-            events.append(msg)
+                events.append(msg)
+                continue
+            p.quick_deaths = p.quick_deaths + 1 if now - p.started_at < self.stable_after else 0
+            delay = 0.0
+            if p.quick_deaths > 1:
+                delay = min(self.backoff[1], self.backoff[0] * 2 ** (p.quick_deaths - 2))
+            if delay > 0:
+                p.restart_at = now + delay
+                msg += f" {now - p.started_at:.1f} s after its start; restart in {delay:g} s"
+                log.warning("%s", msg)
+                events.append(msg)
+            else:
+                events.append(self._restart(name, msg))
         self.events.extend(events)
         return events
+
+    def _restart(self, name: str, msg: str) -> str:
+        p = self.procs[name]
+        p.restart_at = None
+        try:
+            pid = self.start(name)
+            p.restarts += 1
+            msg += f"; restarted as pid {pid}"
+        except SupervisorError as exc:
+            p.started_at = time.monotonic()
+            msg += f"; restart failed: {exc}"
+        log.warning("%s", msg)
+        return msg
 
     # -- stopping ---------------------------------------------------------------------------
     def _kill(self, p: _Proc, sig: int = signal.SIGKILL) -> None:

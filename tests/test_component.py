@@ -122,17 +122,17 @@ def test_counter_runs_only_in_running(shm_dir):
     out = c.counter
     assert out.path.endswith(f"{name}_counter.im.shm")
     time.sleep(0.03)
-    assert int(out.get_data()[0]) == 0  # Idle: nothing written
+    assert int(out.get_data()[0, 0]) == 0  # Idle: nothing written
     c.run()
-    wait_for(lambda: int(out.get_data()[0]) >= 30)
+    wait_for(lambda: int(out.get_data()[0, 0]) >= 30)
     c.idle()
-    v = int(out.get_data()[0])
+    v = int(out.get_data()[0, 0])
     time.sleep(0.03)
-    assert int(out.get_data()[0]) == v and v % 3 == 0
+    assert int(out.get_data()[0, 0]) == v and v % 3 == 0
     # parameters change while running
     c.run()
     c.handle_command("SETUP", "step=1000")
-    wait_for(lambda: int(out.get_data()[0]) > v + 1000)
+    wait_for(lambda: int(out.get_data()[0, 0]) > v + 1000)
     c.goto("Off")
     assert c.state is State.OFF
     c.close()
@@ -147,8 +147,8 @@ def test_timing_fifo_is_written(shm_dir):
     wait_for(lambda: c.iterations >= 20)
     c.idle()
     timing = dao.shm(f"{name}_timing")
-    assert timing.depth == c.timing_depth and timing.shape == (len(TIMING_FIELDS),)
-    row = timing.get_data()
+    assert timing.depth == c.timing_depth and timing.shape == (len(TIMING_FIELDS), 1)
+    row = timing.get_data()[:, 0]
     t_wake, t_done, duration, cnt = row
     assert abs(t_wake - time.time()) < 5 and t_done >= t_wake
     assert 0 < duration < 0.1 and cnt == c.iterations - 1
@@ -165,10 +165,10 @@ def test_exception_in_process_goes_to_error_and_recover(shm_dir):
     assert "deliberate failure at count 5" in c.error_reason
     assert "Traceback" in c.error_reason
     assert c.thread.state == "waiting"  # the loop stopped
-    n = int(c.counter.get_data()[0])
+    n = int(c.counter.get_data()[0, 0])
     assert c.recover() is State.IDLE and c.error_reason is None
     c.run()
-    wait_for(lambda: int(c.counter.get_data()[0]) > n + 3)  # counting on
+    wait_for(lambda: int(c.counter.get_data()[0, 0]) > n + 3)  # counting on
     c.goto("Off")
     c.close()
 

@@ -160,6 +160,10 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
     try:
         folder, pids = ao.folder, [s["pid"] for s in ao.supervisor.status()]
         assert "running" in repr(ao) and ao.gain == 0.0
+        # vectors are (n, 1): the DAO C library's opener refuses 1-D streams
+        n_act = ao.calibration["n_actuators"]
+        assert ao.streams["dm_command"].shape == (n_act, 1)
+        assert ao.streams["slopes"].shape == (ao.calibration["n_slopes"], 1)
         q_open = ao.expose(200)
         ao.gain = 0.5
         assert ao.client("controller").query("gain") == "0.5"  # the process has it
@@ -180,6 +184,12 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
         lat = ao.latency()
         assert lat["latency_samples"] > 500 and 0 < lat["latency_p50_s"] < 1
         path = ao.write_telemetry(tmp_path / "live.nc")  # while running
+        # a component in Error stops the loop: wait() says which and why, without timing out
+        ao.client("camera").fail("injected fault")
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="bench: .*injected fault"):
+            ao.wait(100, timeout=30)
+        assert time.monotonic() - t0 < 10
         ao.stop()
         assert _gone(pids) and not ao.running
         assert ao.latency(since=t_close)["latency_samples"] > 300  # histories after stop

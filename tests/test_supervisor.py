@@ -115,11 +115,11 @@ def test_dao_run_driven_by_ctl_and_client(shm_dir, procs):
     c = ComponentClient(port)
     assert c.state() == "Running"
     counter = dao.shm(f"{name}_counter")
-    wait_for(lambda: int(counter.get_data()[0]) > 5)
+    wait_for(lambda: int(counter.get_data()[0, 0]) > 5)
     assert c.setup("step", 100) == "step=100"
     assert c.query("step") == "100"
-    v = int(counter.get_data()[0])
-    wait_for(lambda: int(counter.get_data()[0]) >= v + 300)
+    v = int(counter.get_data()[0, 0])
+    wait_for(lambda: int(counter.get_data()[0, 0]) >= v + 300)
     assert c.dump() == {"step": 100, "period": 0.002}
     r = ctl(port, "SETUP", "step=-x")
     assert r.returncode == 1 and "cannot parse" in r.stderr
@@ -292,6 +292,29 @@ restart = true
         st = sup.status()[0]
         assert st["alive"] and st["pid"] != pid and st["restarts"] == 1
         assert st["state"] == "Idle"  # driven back to its configured state
+
+
+@pytest.mark.slow
+def test_restarts_back_off_when_a_process_keeps_dying(shm_dir):
+    name = uname("b")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
+                                     "restart": True}]}, backoff=(0.4, 0.8))
+    with sup:
+        def kill_and_poll():
+            os.kill(sup.status()[0]["pid"], signal.SIGKILL)
+            return wait_for(lambda: sup.poll(), timeout=10)
+
+        assert "restarted as pid" in kill_and_poll()[0]  # the first death: at once
+        events = kill_and_poll()  # died again soon after its start: waits
+        assert "restart in 0.4 s" in events[0]
+        assert not sup.status()[0]["alive"] and sup.poll() == []
+        t0 = time.monotonic()
+        events = wait_for(lambda: sup.poll(), timeout=10)
+        assert "back-off over; restarted as pid" in events[0]
+        assert time.monotonic() - t0 > 0.3 and sup.status()[0]["alive"]
+        assert "restart in 0.8 s" in kill_and_poll()[0]  # doubled
+        assert "restart in 0.8 s" in (wait_for(lambda: sup.poll()) and kill_and_poll())[0]
+        assert sup.status()[0]["restarts"] == 3
 
 
 def test_supervisor_config_errors(tmp_path):
