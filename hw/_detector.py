@@ -1,8 +1,11 @@
-"""What every simulated detector shares: frame rate, frame count and wavelength accessors."""
+"""What every simulated detector shares: frame rate, frame count and wavelength accessors,
+and the noisy image of a wavefront sensor's expected image."""
 
 from __future__ import annotations
 
-__all__ = ["SimulatedDetector"]
+import numpy as np
+
+__all__ = ["SimulatedDetector", "SimulatedWavefrontDetector"]
 
 
 class SimulatedDetector:
@@ -27,3 +30,39 @@ class SimulatedDetector:
     def wavelength(self) -> float:
         """Wavelength of the light the detector sees, metres."""
         return self._wavelength
+
+
+class SimulatedWavefrontDetector(SimulatedDetector):
+    """Mixin of the simulated wavefront sensors: :meth:`image` draws the noise on their
+    ``expected_image(opd)`` (which each defines); they set ``_image`` (float32 buffer), ``rng``,
+    ``photon_noise`` and ``read_noise`` (e- rms)."""
+
+    _image: np.ndarray
+    rng: np.random.Generator
+    photon_noise: bool
+    read_noise: float
+
+    def image(self, opd: np.ndarray, out: np.ndarray | None = None,
+              noise: bool = True) -> np.ndarray:
+        """Detector image (float32 photo-electrons) of an OPD map (metres); counts a frame.
+
+        Parameters
+        ----------
+        opd : ndarray, shape :attr:`pupil_shape`
+            Wavefront OPD on the pupil grid, metres.
+        out : ndarray, float32, optional
+            Where to write the image (default: the sensor's buffer).
+        noise : bool
+            Add photon and read noise (as configured); False gives the expected image.
+        """
+        o = self._image if out is None else out
+        e = self.expected_image(opd)
+        if noise and self.photon_noise:
+            o[:] = self.rng.poisson(e)
+        else:
+            o[:] = e
+        if noise and self.read_noise > 0:
+            o += self.rng.standard_normal(o.shape, dtype=np.float32) * np.float32(self.read_noise)
+        self._frame_number += 1
+        return o
+

@@ -49,14 +49,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._detector import SimulatedDetector
+from ._detector import SimulatedWavefrontDetector
 from .interfaces import WavefrontSensor
 from .shack_hartmann import circular_pupil
 
 __all__ = ["SimulatedPyramid"]
 
 
-class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
+class SimulatedPyramid(SimulatedWavefrontDetector, WavefrontSensor):
     """Modulated pyramid sensor forward model: OPD map in, detector image out.
 
     Parameters
@@ -259,30 +259,6 @@ class SimulatedPyramid(SimulatedDetector, WavefrontSensor):
         e *= self.flux * self._per_photon
         e += self.background
         return e
-
-    def image(self, opd: np.ndarray, out: np.ndarray | None = None,
-              noise: bool = True) -> np.ndarray:
-        """Detector image (float32 photo-electrons) of an OPD map (metres); counts a frame.
-
-        Parameters
-        ----------
-        opd : ndarray, shape :attr:`pupil_shape`
-            Wavefront OPD on the pupil grid, metres.
-        out : ndarray, float32, optional
-            Where to write the image (default: the sensor's buffer).
-        noise : bool
-            Add photon and read noise (as configured); False gives the expected image.
-        """
-        o = self._image if out is None else out
-        e = self.expected_image(opd)
-        if noise and self.photon_noise:
-            o[:] = self.rng.poisson(e)
-        else:
-            o[:] = e
-        if noise and self.read_noise > 0:
-            o += self.rng.standard_normal(o.shape, dtype=np.float32) * np.float32(self.read_noise)
-        self._frame_number += 1
-        return o
 
     def pupil_indices(self, min_fill: float | None = None) -> np.ndarray:
         """Flat detector indices of the valid pixels of the four pupil images.

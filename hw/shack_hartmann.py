@@ -30,7 +30,7 @@ from numba import njit
 
 from dao.recon import circular_valid_mask, subaperture_corners
 
-from ._detector import SimulatedDetector
+from ._detector import SimulatedWavefrontDetector
 from .interfaces import WavefrontSensor
 
 __all__ = ["circular_pupil", "SimulatedShackHartmann"]
@@ -86,7 +86,7 @@ def _spots_to_detector(spectra, sub_y, sub_x, h, scale, background, image):  # p
                 image[y0 + u, x0 + v] = scale * (z.real * z.real + z.imag * z.imag) + background
 
 
-class SimulatedShackHartmann(SimulatedDetector, WavefrontSensor):
+class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
     """Shack-Hartmann forward model: OPD map in, detector image out.
 
     Parameters
@@ -217,30 +217,6 @@ class SimulatedShackHartmann(SimulatedDetector, WavefrontSensor):
         _spots_to_detector(spectra, self._sub_y, self._sub_x, self.pixels_per_subaperture,
                            self._scale, self.background, self._expected)
         return self._expected
-
-    def image(self, opd: np.ndarray, out: np.ndarray | None = None,
-              noise: bool = True) -> np.ndarray:
-        """Detector image (float32 photo-electrons) of an OPD map (metres); counts a frame.
-
-        Parameters
-        ----------
-        opd : ndarray, shape :attr:`pupil_shape`
-            Wavefront OPD on the pupil grid, metres.
-        out : ndarray, float32, optional
-            Where to write the image (default: the sensor's buffer).
-        noise : bool
-            Add photon and read noise (as configured); False gives the expected image.
-        """
-        o = self._image if out is None else out
-        e = self.expected_image(opd)
-        if noise and self.photon_noise:
-            o[:] = self.rng.poisson(e)
-        else:
-            o[:] = e
-        if noise and self.read_noise > 0:
-            o += self.rng.standard_normal(o.shape, dtype=np.float32) * np.float32(self.read_noise)
-        self._frame_number += 1
-        return o
 
     def tilt_opd(self, waves_x: float, waves_y: float = 0.0) -> np.ndarray:
         """OPD map of a pure tilt of ``waves_x`` (``waves_y``) waves across each subaperture.
