@@ -7,6 +7,7 @@ Run ``dao --help`` for the subcommands, ``dao SUBCOMMAND --help`` for their opti
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -179,8 +180,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"dao demo: {msg}", flush=True)
 
-    report = run_loop(args.config, n_subap=args.size, gain=args.gain, frames=args.frames,
-                      sensor=args.sensor, telemetry=args.telemetry, progress=say)
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: the loop's processes and streams are cleaned up
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        report = run_loop(args.config, n_subap=args.size, gain=args.gain, frames=args.frames,
+                          sensor=args.sensor, telemetry=args.telemetry, progress=say)
+    except KeyboardInterrupt:
+        print("dao demo: interrupted; the loop's processes are stopped and its streams removed",
+              file=sys.stderr)
+        return 130
+    except (RuntimeError, TimeoutError) as e:
+        print(f"dao demo: the loop failed: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report))
     else:

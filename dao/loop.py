@@ -45,7 +45,7 @@ Configuration (every key optional; see :data:`DEFAULT_CONFIG`)::
     open_frames = 300
     settle_frames = 200
     closed_frames = 1600
-    [streams]       # stream names
+    [streams]       # stream names (the defaults get a per-loop suffix: see AOLoop)
     wfs_image = "wfs_image"
     [components]    # component names and classes
     camera = { name = "bench", class = "dao.loop_components:BenchCamera" }
@@ -325,6 +325,12 @@ class AOLoop:
     processes: this object only sends commands and reads the streams, so a notebook stays
     responsive while the loop runs.
 
+    Streams live in a private folder (:attr:`folder`). Stream semaphores are named by the
+    stream's name alone, machine-wide, so the default names get a suffix unique to this loop
+    (``wfs_image_k3x9a1``; the names in use are in ``config["streams"]``) and several loops
+    can run at once; names set in the configuration are used as they are, for other
+    processes (a C DAO consumer) to find.
+
     Parameters
     ----------
     config : path or dict, optional
@@ -405,8 +411,14 @@ class AOLoop:
         if self._finalizer is not None:
             raise RuntimeError("this AOLoop was already started: make a new one")
         cfg = self.config
-        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         self.folder = tempfile.mkdtemp(prefix="daoloop", dir="/tmp")
+        # semaphores are named by the stream's base name alone (as in the DAO C library), so
+        # two loops on one machine need different names: default names get this loop's tag
+        tag = os.path.basename(self.folder)[len("daoloop"):][:6]
+        default = tomllib.loads(DEFAULT_CONFIG)["streams"]
+        cfg["streams"] = {k: f"{v}_{tag}" if v == default.get(k) else v
+                          for k, v in cfg["streams"].items()}
+        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         self._finalizer = weakref.finalize(self, _release, self._owned, self.streams,
                                            self.folder)
         cal_path = os.path.join(self.folder, "calibration.npz")
@@ -430,9 +442,11 @@ class AOLoop:
             science=shm(path["science"], np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
                         depth=max(16, depth // every + 4)),
         )
+        # no <name>_timing streams: the frame log has the loop's timing, and two loops'
+        # components would share those names
         common = {"calibration": cal_path, "timing_depth": 0}
         spec = {
-            "camera": {"bench": bench_arguments(cfg),
+            "camera": {"bench": bench_arguments(cfg), "timing_depth": 0,
                        "command_timeout": float(run["command_timeout"]),
                        "science_every": every,
                        "streams": {k: names[k] for k in ("dm_command", "wfs_image", "frames",

@@ -213,3 +213,36 @@ def test_pyramid_loop_closes(tmp_path):
     assert r["sensor"] == "pyramid" and "modulation" in r["estimator"]
     assert r["strehl_closed"] >= 0.3 and r["strehl_closed"] >= 5 * r["strehl_open"]
     assert r["late_frames"] == 0
+
+
+def test_two_loops_run_at_once():
+    """Stream semaphores are named machine-wide: default names get a per-loop suffix."""
+    with AOLoop(n_subap=6, history=256) as a, AOLoop(n_subap=6, history=256) as b:
+        assert a.config["streams"]["wfs_image"] != b.config["streams"]["wfs_image"]
+        assert a.config["streams"]["wfs_image"].startswith("wfs_image_")
+        a.wait(50)
+        b.wait(50)
+        assert a.streams["wfs_image"].path != b.streams["wfs_image"].path
+
+
+def test_demo_stops_cleanly_on_sigterm(tmp_path):
+    """SIGTERM (or Ctrl-C) during ``dao demo``: exit 130, no process or stream left behind."""
+    import glob
+    import signal
+
+    before = set(glob.glob("/tmp/daoloop*"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    p = subprocess.Popen([sys.executable, "-m", "dao.cli", "demo", "--size", "6", "--frames",
+                          "100000", "--telemetry", ""], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in p.stdout:
+            if "closing the loop" in line:
+                break
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "interrupted" in err
+    assert set(glob.glob("/tmp/daoloop*")) <= before
