@@ -47,8 +47,10 @@ _LAZY = {
     "LogBusHandler": "dao.logbus",
     "LogForwarder": "dao.logbus",
     "LogSubscriber": "dao.logbus",
+    "AOLoop": "dao.loop",
+    "run_loop": "dao.loop",
 }
-_SUBMODULES = {"recon", "testing"}
+_SUBMODULES = {"recon", "testing", "loop", "telemetry", "hw"}
 
 
 def __getattr__(name: str):
