@@ -527,7 +527,12 @@ class AOLoop:
 
     @property
     def gain(self) -> float:
-        """The controller's integrator gain (0: loop open). Set it to change the gain live."""
+        """The controller's integrator gain (0: loop open), asked of the running controller.
+
+        Set it to change the gain live.
+        """
+        if self.running:
+            self._gain = float(self.client("controller").query("gain"))
         return self._gain
 
     @gain.setter
@@ -626,6 +631,7 @@ class AOLoop:
             raise RuntimeError("no science exposure yet: wait for a few frames")
         n = min(s.depth, have) if frames is None else min(int(frames), s.depth, have)
         data = s.get_history(n)[:, :, 0]
+        data = data[data[:, 0] > 0]  # not the zeros the stream was created with
         col = {f: data[:, i] for i, f in enumerate(SCIENCE_FIELDS)}
         return xr.Dataset(
             {f: ("frame", col[f]) for f in SCIENCE_FIELDS if f not in ("frame", "time")},

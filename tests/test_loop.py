@@ -167,6 +167,9 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
         q_open = ao.expose(200)
         ao.gain = 0.5
         assert ao.client("controller").query("gain") == "0.5"  # the process has it
+        ao.client("controller").setup("gain", 0.45)  # set by another client
+        assert ao.gain == 0.45
+        ao.gain = 0.5
         ao.wait(150)
         q_closed = ao.expose(300)
         assert q_closed["strehl"] > 5 * q_open["strehl"]
@@ -176,8 +179,10 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
         assert q_reopened["strehl"] < 0.5 * q_closed["strehl"]
         sci = ao.science()
         assert sci.sizes["frame"] > 100 and np.all(np.diff(sci.frame.values) == 4)
+        assert sci.frame.values[0] > 0 and sci.residual_rms_frame.min() > 0
         # the short-exposure residual follows the gain: lower while closed
-        t_close, t_open = ao.gain_log[1][0], ao.gain_log[2][0]
+        assert [g for _, g in ao.gain_log] == [0.0, 0.5, 0.5, 0.0]
+        t_close, t_open = ao.gain_log[1][0], ao.gain_log[-1][0]
         res = sci.residual_rms_frame
         closed = res.sel(frame=slice(t_close + 150, t_open)).mean().item()
         assert closed < 0.5 * res.sel(frame=slice(0, t_close)).mean().item()
