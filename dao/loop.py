@@ -404,10 +404,6 @@ class AOLoop:
         RuntimeError
             Already started, or a component process died while starting.
         """
-        from dao.loop_components import FRAMES_FIELDS, SCIENCE_FIELDS
-        from dao.shm import shm
-        from dao.supervisor import Supervisor
-
         if self._finalizer is not None:
             raise RuntimeError("this AOLoop was already started: make a new one")
         cfg = self.config
@@ -418,9 +414,22 @@ class AOLoop:
         default = tomllib.loads(DEFAULT_CONFIG)["streams"]
         cfg["streams"] = {k: f"{v}_{tag}" if v == default.get(k) else v
                           for k, v in cfg["streams"].items()}
-        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         self._finalizer = weakref.finalize(self, _release, self._owned, self.streams,
                                            self.folder)
+        try:
+            self._start(cfg)
+        except BaseException:
+            self.close()
+            raise
+        self.gain_log.append((self.frame, 0.0))
+        return self
+
+    def _start(self, cfg: dict[str, Any]) -> None:
+        from dao.loop_components import FRAMES_FIELDS, SCIENCE_FIELDS
+        from dao.shm import shm
+        from dao.supervisor import Supervisor
+
+        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         cal_path = os.path.join(self.folder, "calibration.npz")
         n = cfg["bench"]["n_subap"]
         self._say(f"calibrating {n}x{n} {cfg['sensor']['type']}")
@@ -465,16 +474,10 @@ class AOLoop:
             ready_timeout=float(run["ready_timeout"]), command_timeout=10.0)
         self._running = True
         self._say("starting the components: " + ", ".join(c["name"] for c in comps.values()))
-        try:
-            sup.start_all()
-            for k in _ROLES:
-                self.client(k).run()
-            self.wait(20)
-        except BaseException:
-            self.close()
-            raise
-        self.gain_log.append((self.frame, 0.0))
-        return self
+        sup.start_all()
+        for k in _ROLES:
+            self.client(k).run()
+        self.wait(20)
 
     def stop(self) -> None:
         """Stop the component processes; the stream histories stay readable until

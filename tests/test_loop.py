@@ -251,3 +251,17 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path):
         p.kill()
     assert p.returncode == 130 and "interrupted" in err
     assert set(glob.glob("/tmp/daoloop*")) <= before
+
+
+def test_a_failed_start_leaves_nothing_behind():
+    """A bench the camera process cannot build: start() raises, no folder or process left."""
+    import glob
+
+    before = set(glob.glob("/tmp/daoloop*"))
+    ao = AOLoop({"bench": {"n_subap": 6},
+                 "components": {"slopes": {"name": "slopes",
+                                           "class": "dao.loop_components:NoSuchThing"}}})
+    with pytest.raises(Exception, match="NoSuchThing"):
+        ao.start()
+    assert not ao.running and set(glob.glob("/tmp/daoloop*")) <= before
+    assert not any(s["alive"] for s in ao.supervisor.status())  # the controller had started
