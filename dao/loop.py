@@ -8,15 +8,16 @@ scripted run behind ``dao demo``. Starting an :class:`AOLoop`
    slope estimator's geometry (Shack-Hartmann windows or pyramid pupil pixels and reference)
    to ``calibration.npz``;
 2. creates the streams in a fresh private folder: ``wfs_image``, ``slopes``, ``dm_command``,
-   the camera's ``frames`` log and ``science``, as FIFOs whose depth (``run.history_frames``)
-   is the history kept for latencies and telemetry (vectors as ``(n, 1)`` arrays, the shape
-   the DAO C library opens);
+   the camera's ``frames`` log, ``science`` (image quality) and ``psf``, as FIFOs whose depth
+   (``run.history_frames``) is the history kept for latencies and telemetry (vectors as
+   ``(n, 1)`` arrays, the shape the DAO C library opens);
 3. starts the components (:mod:`dao.loop_components`: bench camera, slopes, controller), each
    in its own process under a :class:`dao.Supervisor`, with the loop open (gain 0).
 
 Then ``loop.gain = 0.4`` closes it (over the command protocol, while it runs),
 :meth:`AOLoop.expose` measures a long exposure on the science camera, :meth:`AOLoop.science`
-gives the short-exposure Strehl frame by frame, :meth:`AOLoop.latency` the loop rate and the
+gives the short-exposure Strehl frame by frame, :meth:`AOLoop.psf` the long-exposure image,
+:meth:`AOLoop.latency` the loop rate and the
 latency per stage from the frame timestamps (camera frame to slopes to DM command, matched by
 frame number ``cnt2``), and :meth:`AOLoop.write_telemetry` the stream histories (NetCDF, one
 group per stream, readable with :func:`dao.telemetry.open_recording`).
@@ -116,6 +117,7 @@ slopes = "slopes"
 dm_command = "dm_command"
 frames = "wfs_frames"
 science = "science"
+psf = "psf"
 
 [components]
 camera = { name = "bench", class = "dao.loop_components:BenchCamera" }
@@ -208,7 +210,8 @@ def calibrate(cfg: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``n_actuators``, ``n_slopes``, ``wfs_shape``, ``n_modes``, ``condition_number``,
+        ``n_actuators``, ``n_slopes``, ``wfs_shape``, ``psf_shape`` and ``psf_sampling``
+        (science camera pixels per ``lambda / D``), ``n_modes``, ``condition_number``,
         ``budget`` (:meth:`dao.hw.SimulatedBench.error_budget` at the science wavelength),
         ``seconds`` (wall time of the calibration).
     """
@@ -234,7 +237,9 @@ def calibrate(cfg: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
              interaction_matrix=im.astype(np.float32), stroke=bench.mirror.stroke[1],
              **geometry)
     return {"n_actuators": bench.n_actuators, "n_slopes": im.shape[0],
-            "wfs_shape": tuple(bench.wfs.shape), "n_modes": cm.n_modes,
+            "wfs_shape": tuple(bench.wfs.shape), "psf_shape": tuple(bench.science_camera.shape),
+            "psf_sampling": bench.science_camera.pixels_per_lambda_over_d,
+            "n_modes": cm.n_modes,
             "condition_number": cm.condition_number,
             "budget": bench.error_budget(1.0, float(cfg["science"]["wavelength"])),
             "seconds": time.perf_counter() - t0}
@@ -436,8 +441,9 @@ class AOLoop:
         cal = self.calibration = calibrate(cfg, cal_path)
         depth = int(run.get("history_frames") or 8192)
         every = int(cfg["science"]["every"])
-        image_bytes = 4 * int(np.prod(cal["wfs_shape"]))
-        image_depth = int(max(4, min(depth, int(run["max_image_history_bytes"]) // image_bytes)))
+        max_bytes = int(run["max_image_history_bytes"])
+        image_depth = int(max(4, min(depth, max_bytes // (4 * int(np.prod(cal["wfs_shape"]))))))
+        psf_depth = int(max(4, min(256, max_bytes // (4 * int(np.prod(cal["psf_shape"]))))))
         path = {k: os.path.join(self.folder, f"{names[k]}.im.shm") for k in names}
         self.streams.update(
             wfs_image=shm(path["wfs_image"], np.zeros(cal["wfs_shape"], np.float32),
@@ -450,6 +456,7 @@ class AOLoop:
                        depth=depth),
             science=shm(path["science"], np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
                         depth=max(16, depth // every + 4)),
+            psf=shm(path["psf"], np.zeros(cal["psf_shape"], np.float32), depth=psf_depth),
         )
         # no <name>_timing streams: the frame log has the loop's timing, and two loops'
         # components would share those names
@@ -459,7 +466,7 @@ class AOLoop:
                        "command_timeout": float(run["command_timeout"]),
                        "science_every": every,
                        "streams": {k: names[k] for k in ("dm_command", "wfs_image", "frames",
-                                                         "science")}},
+                                                         "science", "psf")}},
             "slopes": {**common, "streams": {"wfs_image": names["wfs_image"],
                                              "slopes": names["slopes"]}},
             "controller": {**common, "gain": 0.0, "leak": float(cfg["controller"]["leak"]),
@@ -641,6 +648,38 @@ class AOLoop:
             coords={"frame": col["frame"].astype(np.int64),
                     "time": ("frame", col["time"], {"units": "s"})},
             attrs={"wavelength_m": float(self.config["science"]["wavelength"])})
+
+    def psf(self, exposures: int = 50):
+        """The science camera's long exposure: the mean of its last ``exposures`` PSFs.
+
+        Normalised so that the diffraction limit peaks at 1 (the peak is the Strehl ratio).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dimensions ``y``, ``x`` with coordinates in ``lambda / D`` from the centre;
+            attributes ``wavelength_m``, ``exposures``, ``strehl``, ``frames`` (first and last
+            camera frame).
+        """
+        import xarray as xr
+
+        s = self.streams["psf"]
+        have = int(s.get_counter()) - 1  # the first frame is the zeros of the creation
+        if have < 1:
+            raise RuntimeError("no science exposure yet: wait for a few frames")
+        n = min(int(exposures), s.depth, have)
+        data = s.get_history(n).mean(axis=0)
+        m = s._meta.copy()
+        frames = np.sort(m["cnt2"][m["cnt0"] > int(s.get_counter()) - n])
+        per = float(self.calibration["psf_sampling"])
+        ny, nx = data.shape
+        return xr.DataArray(
+            data, dims=("y", "x"),
+            coords={"y": (np.arange(ny) - ny // 2) / per, "x": (np.arange(nx) - nx // 2) / per},
+            name="psf",
+            attrs={"wavelength_m": float(self.config["science"]["wavelength"]),
+                   "exposures": n, "strehl": float(data.max()), "units": "Strehl",
+                   "frames": (int(frames[0]), int(frames[-1])) if frames.size else (0, 0)})
 
     def latency(self, since: int = 0) -> dict[str, float]:
         """Loop rate and per-stage latency of the frames after frame ``since`` in the history.

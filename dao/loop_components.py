@@ -9,8 +9,9 @@ Three components, each run in its own process by :mod:`dao.loop`:
   the command on the mirror and advances the atmosphere by one frame period. Results do not
   depend on the machine's speed. Every ``science_every`` frames it exposes the science camera
   (long exposure, reset and read with the ``OTHER`` commands ``science_reset`` and
-  ``science``). Every frame it writes the int64 row ``[frame, wfs_image atime_ns, late]`` to
-  the FIFO stream ``frames`` (the camera's log: frame timestamps for the latency figures).
+  ``science``) and writes that exposure's PSF to the ``psf`` stream. Every frame it writes
+  the int64 row ``[frame, wfs_image atime_ns, late]`` to the FIFO stream ``frames`` (the
+  camera's log: frame timestamps for the latency figures).
 - :class:`Slopes` wakes on ``wfs_image`` and writes the ``slopes`` (Shack-Hartmann centroids
   or pyramid signals, as the calibration file says).
 - :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
@@ -61,7 +62,8 @@ class BenchCamera(Component):
     """The simulated bench as the loop's camera, mirror and science camera.
 
     Config keys: ``bench`` (keyword arguments of :class:`dao.hw.SimulatedBench`),
-    ``streams`` (``dm_command`` input; ``wfs_image``, ``frames``, ``science`` outputs).
+    ``streams`` (``dm_command`` input; ``wfs_image``, ``frames``, ``science``, ``psf``
+    outputs).
     """
 
     dm_command = Input(trigger=False, doc="mirror command, metres of OPD (cnt2 = frame)")
@@ -81,6 +83,8 @@ class BenchCamera(Component):
         self.wfs = _open_output(self, "wfs_image")
         self.frames = _open_output(self, "frames")
         self.science_out = _open_output(self, "science")
+        self.psf_out = _open_output(self, "psf")
+        self._psf = np.zeros(self.psf_out.shape, np.float32)
         self._sem = self.dm_command.claim_semaphore()
         self.command = np.zeros(self.bench.n_actuators, np.float32)
         self._cmd_buf = np.zeros(self.dm_command.shape, np.float32)
@@ -89,7 +93,7 @@ class BenchCamera(Component):
         self.late = 0
 
     def release(self) -> None:
-        for s in (self.wfs, self.frames, self.science_out):
+        for s in (self.wfs, self.frames, self.science_out, self.psf_out):
             s.close()
 
     def _wait_command(self, frame: int) -> None:
@@ -121,7 +125,8 @@ class BenchCamera(Component):
             self.frames.set_data(row, cnt2=n)
             if n % self.science_every == 0:
                 cam = b.science_camera
-                cam.grab()
+                self._psf[:] = cam.grab()
+                self.psf_out.set_data(self._psf, cnt2=n)
                 q, last = cam.quality(), cam.last_frame
                 s = self._science_row
                 s[:, 0] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,

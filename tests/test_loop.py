@@ -173,6 +173,9 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
         ao.wait(150)
         q_closed = ao.expose(300)
         assert q_closed["strehl"] > 5 * q_open["strehl"]
+        psf = ao.psf(50)  # the long exposure from the psf stream: its peak is the Strehl
+        assert psf.attrs["strehl"] == pytest.approx(q_closed["strehl"], rel=0.15)
+        assert psf.attrs["exposures"] == 50 and psf.sel(x=0, y=0).item() == psf.max().item()
         ao.open_loop()
         ao.wait(100)
         q_reopened = ao.expose(200)
