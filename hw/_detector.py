@@ -3,6 +3,8 @@ and the noisy image of a wavefront sensor's expected image."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = ["SimulatedDetector", "SimulatedWavefrontDetector"]
@@ -34,13 +36,37 @@ class SimulatedDetector:
 
 class SimulatedWavefrontDetector(SimulatedDetector):
     """Mixin of the simulated wavefront sensors: :meth:`image` draws the noise on their
-    ``expected_image(opd)`` (which each defines); they set ``_image`` (float32 buffer), ``rng``,
-    ``photon_noise`` and ``read_noise`` (e- rms)."""
+    ``expected_image(opd)`` (which each defines), and gives them the camera accessors; they
+    set ``_image`` (float32 buffer), ``pupil`` (transmission on the OPD grid), ``opd_source``
+    (``() -> opd`` or None), ``rng``, ``photon_noise`` and ``read_noise`` (e- rms)."""
 
     _image: np.ndarray
+    pupil: np.ndarray
+    opd_source: Callable[[], np.ndarray] | None
     rng: np.random.Generator
     photon_noise: bool
     read_noise: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Detector shape, pixels."""
+        return self._image.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 (photo-electrons)."""
+        return np.dtype(np.float32)
+
+    @property
+    def pupil_shape(self) -> tuple[int, int]:
+        """Shape of the OPD map the sensor takes."""
+        return self.pupil.shape
+
+    def grab(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Image of the next wavefront from :attr:`opd_source`."""
+        if self.opd_source is None:
+            raise RuntimeError("no opd_source: give one, or call image(opd)")
+        return self.image(self.opd_source(), out=out)
 
     def image(self, opd: np.ndarray, out: np.ndarray | None = None,
               noise: bool = True) -> np.ndarray:

@@ -193,32 +193,10 @@ class SimulatedPyramid(SimulatedWavefrontDetector, WavefrontSensor):
             groups.setdefault(int(sy), []).append(int(sx))
         self._groups = list(groups.items())
 
-    # -- Camera interface -----------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Detector shape, pixels."""
-        return self._image.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """float32 (photo-electrons)."""
-        return np.dtype(np.float32)
-
-    @property
-    def pupil_shape(self) -> tuple[int, int]:
-        """Shape of the OPD map the sensor takes."""
-        return self.pupil.shape
-
     @property
     def n_valid(self) -> int:
         """Number of valid pixels in each pupil image."""
         return int(self.valid.sum())
-
-    def grab(self, out: np.ndarray | None = None) -> np.ndarray:
-        """Image of the next wavefront from :attr:`opd_source`."""
-        if self.opd_source is None:
-            raise RuntimeError("no opd_source: give one, or call image(opd)")
-        return self.image(self.opd_source(), out=out)
 
     # -- forward model --------------------------------------------------------------------
     def _binned_intensity(self, opd: np.ndarray) -> np.ndarray:

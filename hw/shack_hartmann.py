@@ -174,32 +174,10 @@ class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
         self._scale = self.flux / (m * m * p * p)
         self._frame_number = 0
 
-    # -- Camera interface -----------------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Detector shape, pixels: ``(n h, n h)``."""
-        return self._image.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """float32 (photo-electrons)."""
-        return np.dtype(np.float32)
-
     @property
     def n_valid(self) -> int:
         """Number of valid subapertures."""
         return int(self._sub_y.size)
-
-    @property
-    def pupil_shape(self) -> tuple[int, int]:
-        """Shape of the OPD map the sensor takes, ``(n p, n p)``."""
-        return self.pupil.shape
-
-    def grab(self, out: np.ndarray | None = None) -> np.ndarray:
-        """Image of the next wavefront from :attr:`opd_source`."""
-        if self.opd_source is None:
-            raise RuntimeError("no opd_source: give one, or call image(opd)")
-        return self.image(self.opd_source(), out=out)
 
     # -- forward model --------------------------------------------------------------------
     def expected_image(self, opd: np.ndarray) -> np.ndarray:
