@@ -88,6 +88,7 @@ class BenchCamera(Component):
         self._sem = self.dm_command.claim_semaphore()
         self.command = np.zeros(self.bench.n_actuators, np.float32)
         self._cmd_buf = np.zeros(self.dm_command.shape, np.float32)
+        self._cmd_flat = self._cmd_buf.reshape(-1)  # a view: no per-frame reshape
         self._frames_row = np.zeros((len(FRAMES_FIELDS), 1), np.int64)
         self._science_row = np.zeros((len(SCIENCE_FIELDS), 1), np.float64)
         self.late = 0
@@ -110,7 +111,7 @@ class BenchCamera(Component):
                 self.late += 1
                 return
             if self.dm_command.last_read.frame_id >= frame:
-                self.command[:] = self._cmd_buf.reshape(-1)
+                self.command[:] = self._cmd_flat
                 return
 
     def process(self, data: None) -> None:
@@ -232,6 +233,7 @@ class Controller(Component):
         self.mvm(np.zeros(cm.shape[1], np.float32), out=self.error)  # load the kernels
         self.integrator.step(np.zeros_like(self.error))
         self.integrator.reset()
+        self._command = self.integrator.command.reshape(-1, 1)  # the stream's (n, 1) view
         self.out = _open_output(self, "dm_command")
 
     def release(self) -> None:
@@ -250,5 +252,5 @@ class Controller(Component):
             self.integrator.leak[:] = self.leak
             self._applied = (self.gain, self.leak)
         self.mvm(data.reshape(-1), out=self.error)
-        cmd = self.integrator.step(self.error)
-        self.out.set_data(cmd.reshape(-1, 1), cnt2=self.slopes.last_read.frame_id)
+        self.integrator.step(self.error)  # writes self.integrator.command
+        self.out.set_data(self._command, cnt2=self.slopes.last_read.frame_id)

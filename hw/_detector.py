@@ -47,6 +47,20 @@ class SimulatedWavefrontDetector(SimulatedDetector):
     photon_noise: bool
     read_noise: float
 
+    def _init_detector(self, flux: float, background: float, read_noise: float,
+                       photon_noise: bool, frame_rate: float,
+                       opd_source: Callable[[], np.ndarray] | None,
+                       seed: int | np.random.Generator | None) -> None:
+        """Set the light and noise parameters, the frame rate, the wavefront source and the
+        random generator (``seed``: a Generator is used as it is)."""
+        self.flux = float(flux)
+        self.background = float(background)
+        self.read_noise = float(read_noise)
+        self.photon_noise = bool(photon_noise)
+        self._frame_rate = float(frame_rate)
+        self.opd_source = opd_source
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
     @property
     def shape(self) -> tuple[int, int]:
         """Detector shape, pixels."""

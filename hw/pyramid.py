@@ -135,13 +135,8 @@ class SimulatedPyramid(SimulatedWavefrontDetector, WavefrontSensor):
         self.n_modulation = int(n_modulation) if modulation > 0 else 1
         if self.n_modulation < 1:
             raise ValueError("n_modulation must be at least 1")
-        self.flux = float(flux)
-        self.background = float(background)
-        self.read_noise = float(read_noise)
-        self.photon_noise = bool(photon_noise)
-        self._frame_rate = float(frame_rate)
-        self.opd_source = opd_source
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._init_detector(flux, background, read_noise, photon_noise, frame_rate, opd_source,
+                            seed)
         self.pupil = circular_pupil(n, obscuration)
         self.min_fill = float(min_fill)
         self._fill = self.pupil.reshape(self.n_pixels, b, self.n_pixels, b).mean(axis=(1, 3))

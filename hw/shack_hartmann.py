@@ -153,13 +153,8 @@ class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
             raise ValueError(f"pixels_per_subaperture ({h}) exceeds the FFT size ({m})")
         self.subaperture_size = self.diameter / n
         self.pixel_scale = self._wavelength / (self.sampling * self.subaperture_size)
-        self.flux = float(flux)
-        self.background = float(background)
-        self.read_noise = float(read_noise)
-        self.photon_noise = bool(photon_noise)
-        self._frame_rate = float(frame_rate)
-        self.opd_source = opd_source
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._init_detector(flux, background, read_noise, photon_noise, frame_rate, opd_source,
+                            seed)
         self.valid = circular_valid_mask(n, obscuration, min_fill)
         self.corners = subaperture_corners(self.valid, h)
         iy, ix = np.nonzero(self.valid)
