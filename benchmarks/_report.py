@@ -44,11 +44,6 @@ def emit(name: str, value: float, unit: str, baseline: float, **extra) -> dict:
     return rec
 
 
-def percentiles(samples, qs=(50, 99, 99.9)) -> list[float]:
-    """Percentiles of ``samples`` (any sequence of numbers), in the samples' unit."""
-    return [float(v) for v in np.percentile(np.asarray(samples, dtype=np.float64), qs)]
-
-
 def timeit(fn, repeat: int, warmup: int = 3) -> np.ndarray:
     """Wall time of ``repeat`` calls of ``fn()``, in seconds, after ``warmup`` calls."""
     for _ in range(warmup):

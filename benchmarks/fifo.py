@@ -19,10 +19,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import emit, machine, parser, percentiles, timeit  # noqa: E402
+from _report import emit, machine, parser, timeit  # noqa: E402
 
 import dao  # noqa: E402
-from dao.telemetry import Recorder  # noqa: E402
+from dao.latency import percentiles  # noqa: E402
+from dao.streams.telemetry import Recorder  # noqa: E402
 from dao.testing import temporary_stream_dir, unique_name  # noqa: E402
 
 SHAPE = (64, 64)

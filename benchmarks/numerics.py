@@ -22,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numba  # noqa: E402
-from _report import emit, machine, parser, percentiles, timeit  # noqa: E402
+from _report import emit, machine, parser, timeit  # noqa: E402
 
+from dao.latency import percentiles  # noqa: E402
 from dao.recon import Integrator, ShackHartmann, circular_valid_mask, mvm  # noqa: E402
 from dao.recon._jit import FASTMATH, jit, pjit  # noqa: E402
 

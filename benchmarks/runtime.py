@@ -3,8 +3,9 @@
 Figures (JSON lines, see ``benchmarks/_report.py``):
 
 - ``rtthread_jitter_std`` / ``rtthread_jitter_p99`` / ``rtthread_period_error``: a 1 kHz
-  :class:`dao.rtthread.RTThread` (absolute schedule, short spin before each deadline, SCHED_FIFO
-  when permitted) beside a naive ``time.sleep(period)`` loop thread with the same priority;
+  :class:`dao.runtime.threads.RTThread` (absolute schedule, short spin before each deadline,
+  SCHED_FIFO when permitted) beside a naive ``time.sleep(period)`` loop thread with the same
+  priority;
 - ``command_rtt_p50`` / ``command_rtt_p99``: PING to a component running in another process
   (``dao run``), beside a bare ZeroMQ REQ/REP echo in another process;
 - ``component_wake_p50`` / ``component_wake_to_output_p50`` / ``..._p99``: a
@@ -18,7 +19,6 @@ Run: ``python benchmarks/runtime.py [--quick]`` (``--quick`` finishes in under 6
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,28 +28,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import emit, machine, parser, percentiles  # noqa: E402
+from _report import emit, machine, parser  # noqa: E402
+
+from dao.latency import percentiles  # noqa: E402
+from dao.testing import child_environment, free_port  # noqa: E402
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, e.get("PYTHONPATH")) if p)
-    return e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -- 1. real-time thread period and jitter ------------------------------------------------------
 def bench_rtthread(seconds: float, period: float = 1e-3) -> None:
-    from dao.rtthread import RTThread, set_realtime
+    from dao.runtime.threads import RTThread, set_realtime
 
     core = sorted(os.sched_getaffinity(0))[-1]
     prio = 50
@@ -122,10 +113,10 @@ while True:
 def bench_command(n: int) -> None:
     import zmq
 
-    from dao.command import ComponentClient
+    from dao.runtime.command import ComponentClient
 
     # bare REQ/REP echo in another process
-    addr = f"tcp://127.0.0.1:{_free_port()}"
+    addr = f"tcp://127.0.0.1:{free_port()}"
     echo = subprocess.Popen([sys.executable, "-c", _ECHO, addr], stdout=subprocess.PIPE, text=True)
     try:
         echo.stdout.readline()
@@ -148,12 +139,12 @@ def bench_command(n: int) -> None:
         echo.stdout.close()
 
     # a component run with dao run, PING through the client
-    port = _free_port()
+    port = free_port()
     comp = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "dao.runtime_cli",
+            "dao.runtime.cli",
             "run",
             "dao.examples:Counter",
             "--port",
@@ -163,7 +154,7 @@ def bench_command(n: int) -> None:
             "--log-level",
             "WARNING",
         ],
-        env=_env(),
+        env=child_environment(),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -196,7 +187,7 @@ def bench_command(n: int) -> None:
 # -- 3. component wake-to-output -------------------------------------------------------------------
 def bench_component(n: int, period: float = 1e-3) -> None:
     import dao
-    from dao.command import ComponentClient
+    from dao.runtime.command import ComponentClient
     from dao.testing import run_pair, sleep_until, temporary_stream_dir, unique_name
 
     with temporary_stream_dir():
@@ -210,12 +201,12 @@ def bench_component(n: int, period: float = 1e-3) -> None:
         # ours: a Relay component in its own process
         src_name, relay = unique_name("src"), unique_name("rel")
         src = dao.shm(src_name, np.zeros((16, 16), np.float32))
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "dao.runtime_cli",
+                "dao.runtime.cli",
                 "run",
                 "dao.examples:Relay",
                 "--port",
@@ -229,7 +220,7 @@ def bench_component(n: int, period: float = 1e-3) -> None:
                 "--log-level",
                 "WARNING",
             ],
-            env=_env(),
+            env=child_environment(),
             stdout=subprocess.DEVNULL,
         )
         try:

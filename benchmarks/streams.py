@@ -18,9 +18,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import emit, machine, parser, percentiles, timeit  # noqa: E402
+from _report import emit, machine, parser, timeit  # noqa: E402
 
 import dao  # noqa: E402
+from dao.latency import percentiles  # noqa: E402
 from dao.testing import run_pair, temporary_stream_dir, unique_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,5 +1,10 @@
 """dao: a Python-first adaptive-optics real-time workbench.
 
+Layers, bottom to top (nothing below imports anything above): the C stream core
+(:mod:`dao._shm`), :mod:`dao.streams`, :mod:`dao.recon` (Numba numerics), :mod:`dao.runtime`
+(state machine, components, supervisor), :mod:`dao.hw` (devices and the simulated bench),
+:mod:`dao.loop` (the AO loop) and :mod:`dao.latency`.
+
 Shared-memory image streams byte-compatible with the Durham AO (DAO) C library, with a C core
 (:mod:`dao._shm`) under a Python API that keeps the Durham names::
 
@@ -18,39 +23,60 @@ from dao.errors import (
     StreamNotFoundError,
     StreamTimeout,
 )
-from dao.shm import Frame, FrameInfo, Keywords, combine, list_streams, remove, shm, stream_path
+from dao.streams import (
+    Frame,
+    FrameInfo,
+    Frames,
+    Keywords,
+    combine,
+    list_streams,
+    remove,
+    shm,
+    stream_path,
+)
 
 __version__ = "0.1.0"
 
 # Heavier parts (ZeroMQ, protobuf, Numba) load on first use, so ``import dao`` stays fast.
 _LAZY = {
-    "Component": "dao.component",
-    "Input": "dao.component",
-    "Output": "dao.component",
-    "ComponentError": "dao.component",
-    "Parameter": "dao.parameters",
-    "ParameterError": "dao.parameters",
-    "State": "dao.state",
-    "Event": "dao.state",
-    "StateMachine": "dao.state",
-    "IllegalTransition": "dao.state",
-    "HookError": "dao.state",
-    "RTThread": "dao.rtthread",
-    "ThreadTable": "dao.rtthread",
-    "SignalTable": "dao.rtthread",
-    "ComponentClient": "dao.command",
-    "CommandServer": "dao.command",
-    "CommandFailed": "dao.command",
-    "CommandTimeout": "dao.command",
-    "Supervisor": "dao.supervisor",
-    "TRACE": "dao.logbus",
-    "LogBusHandler": "dao.logbus",
-    "LogForwarder": "dao.logbus",
-    "LogSubscriber": "dao.logbus",
+    "Component": "dao.runtime",
+    "Input": "dao.runtime",
+    "Output": "dao.runtime",
+    "ComponentError": "dao.runtime",
+    "Parameter": "dao.runtime",
+    "ParameterError": "dao.runtime",
+    "State": "dao.runtime",
+    "Event": "dao.runtime",
+    "StateMachine": "dao.runtime",
+    "IllegalTransition": "dao.runtime",
+    "HookError": "dao.runtime",
+    "RTThread": "dao.runtime",
+    "ThreadTable": "dao.runtime",
+    "SignalTable": "dao.runtime",
+    "ComponentClient": "dao.runtime",
+    "CommandServer": "dao.runtime",
+    "CommandFailed": "dao.runtime",
+    "CommandTimeout": "dao.runtime",
+    "Supervisor": "dao.runtime",
+    "TRACE": "dao.runtime",
+    "LogBusHandler": "dao.runtime",
+    "LogForwarder": "dao.runtime",
+    "LogSubscriber": "dao.runtime",
     "AOLoop": "dao.loop",
     "run_loop": "dao.loop",
 }
-_SUBMODULES = {"recon", "testing", "loop", "telemetry", "hw"}
+#: Subpackages and modules reachable as attributes (``from dao import telemetry``).
+_SUBMODULES = {
+    "recon": "dao.recon",
+    "testing": "dao.testing",
+    "loop": "dao.loop",
+    "hw": "dao.hw",
+    "runtime": "dao.runtime",
+    "streams": "dao.streams",
+    "latency": "dao.latency",
+    "telemetry": "dao.streams.telemetry",
+    "labels": "dao.streams.labels",
+}
 
 
 def __getattr__(name: str):
@@ -61,7 +87,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"dao.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'dao' has no attribute {name!r}")
 
 __all__ = [
@@ -70,6 +96,7 @@ __all__ = [
     "DaoWarning",
     "Frame",
     "FrameInfo",
+    "Frames",
     "Keywords",
     "SemaphoreConflictError",
     "StreamError",

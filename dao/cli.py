@@ -31,12 +31,8 @@ def _fmt_rate(hz: float | None) -> str:
 
 def _history_span(s) -> tuple[int, float]:
     """Frames in a stream's FIFO history and the time they span, in seconds."""
-    m = s._meta
-    written = (m["cnt0"] > 0) & (m["atime_ns"] > 0)
-    if written.sum() < 2:
-        return int(written.sum()), 0.0
-    t = m["atime_ns"][written]
-    return int(written.sum()), float(t.max() - t.min()) * 1e-9
+    meta = s.history_metadata()
+    return len(meta), meta.duration_s
 
 
 def _fmt_span(s) -> str:
@@ -78,7 +74,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                       _fmt_age(age), _fmt_rate(rate), _fmt_span(s)))
         s.close()
     if not table and not rows:
-        from dao.shm import shm_dir
+        from dao.streams.stream import shm_dir
 
         print(f"no streams in {args.dir or shm_dir()}")
         return 0
@@ -110,7 +106,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'newest slot':<18}{m['fifo_last_written']} of {s.depth}")
     print(f"{'history':<18}{n} frames spanning {_fmt_age(span) if n > 1 else '-'}")
     kws = dict(s.keywords)
-    print(f"keywords          {len(kws)} of {len(s._kw)} records used")
+    print(f"keywords          {len(kws)} of {s.keywords.capacity} records used")
     for k, v in kws.items():
         c = s.keywords.comment(k)
         print(f"  {k:<16}{v!r}" + (f"  / {c}" if c else ""))
@@ -157,7 +153,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from dao.telemetry import record
+    from dao.streams.telemetry import record
 
     if args.frames is None and args.seconds is None:
         raise ValueError("give --frames N or --seconds S")
@@ -280,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream demo frame rate, Hz (default 2000; implies --streams)")
     q.set_defaults(func=cmd_demo)
 
-    from dao.runtime_cli import add_runtime_parsers
+    from dao.runtime.cli import add_runtime_parsers
 
     add_runtime_parsers(sub)
     return p

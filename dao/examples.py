@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dao.component import Component, Input, Output
-from dao.parameters import Parameter
+from dao.runtime.component import Component, Input, Output
+from dao.runtime.parameters import Parameter
 
 __all__ = ["Counter", "Relay", "Faulty"]
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "child_environment",
+    "free_port",
+    "wait_for",
     "temporary_stream_dir",
     "unique_name",
     "sleep_until",
@@ -29,6 +32,50 @@ __all__ = [
     "run_pair",
     "PairResult",
 ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` (loopback by default) right now."""
+    from dao.runtime.supervisor import free_port as _free_port
+
+    return _free_port(host)
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a child process that imports this ``dao`` (see
+    :func:`dao.runtime.supervisor.child_environment`)."""
+    from dao.runtime.supervisor import child_environment as _child_environment
+
+    return _child_environment(**extra)
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.01, what: str = ""):
+    """Call ``condition()`` until it returns something true, and return that.
+
+    Parameters
+    ----------
+    condition : callable
+        Called with no argument.
+    timeout : float
+        Seconds before giving up.
+    interval : float
+        Seconds between calls.
+    what : str
+        What is awaited, for the error message.
+
+    Raises
+    ------
+    TimeoutError
+        ``condition`` stayed false for ``timeout`` seconds.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what or 'condition'} not met within {timeout:g} s")
+        time.sleep(interval)
 
 
 def unique_name(prefix: str = "t") -> str:
@@ -42,7 +89,7 @@ def temporary_stream_dir() -> Iterator[str]:
 
     The folder is directly under ``/tmp`` so that stream paths stay well under 80 bytes.
     """
-    from dao.shm import list_streams, remove
+    from dao.streams.stream import list_streams, remove
 
     folder = tempfile.mkdtemp(prefix="dao", dir="/tmp")
     old = os.environ.get("DAO_SHM_DIR")

@@ -306,7 +306,7 @@ static PyObject *stream_read(StreamObject *self, PyObject *args, PyObject *kw) {
  * Returns cap, or 0 if any slot moved (the caller then copies frame by frame). */
 static Py_ssize_t read_range_bulk(const dao_stream_t *s, uint32_t tail_slot, uint64_t tail_cnt,
                                   unsigned char *out, Py_ssize_t cap, uint64_t *cnts,
-                                  int64_t *times) {
+                                  uint64_t *ids, int64_t *times) {
     uint32_t depth = s->depth, first = (tail_slot + 1) % depth;
     size_t fb = s->frame_bytes;
     for (Py_ssize_t j = 0; j < cap; j++) {
@@ -316,6 +316,7 @@ static Py_ssize_t read_range_bulk(const dao_stream_t *s, uint32_t tail_slot, uin
             __atomic_load_n(&m->cnt0, __ATOMIC_ACQUIRE) != want)
             return 0;
         cnts[j] = want;
+        ids[j] = __atomic_load_n(&m->cnt2, __ATOMIC_RELAXED);
         times[j] = __atomic_load_n(&m->atime_ns, __ATOMIC_RELAXED);
     }
     size_t seg = (size_t)cap < depth - first ? (size_t)cap : depth - first;
@@ -331,31 +332,40 @@ static Py_ssize_t read_range_bulk(const dao_stream_t *s, uint32_t tail_slot, uin
     return cap;
 }
 
-/* read_new(out, tail_slot, tail_cnt, counters, times) -> n, or -1 if the writer lapped the
- * cursor. Copies, torn-free and in order, the frames after the cursor (counters tail_cnt+1...)
- * that are there, as many as `out` holds, with the GIL released. */
+/* read_new(out, tail_slot, tail_cnt, counters, ids, times) -> n, or -1 if the writer lapped
+ * the cursor. Copies, torn-free and in order, the frames after the cursor (counters
+ * tail_cnt+1...) that are there, as many as `out` holds, with the GIL released; fills each
+ * frame's cnt0, cnt2 and write time. */
 static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
-    PyObject *obj, *cobj, *tobj;
+    PyObject *obj, *cobj, *iobj, *tobj;
     unsigned int tail_slot;
     unsigned long long tail_cnt;
-    if (!PyArg_ParseTuple(args, "OIKOO", &obj, &tail_slot, &tail_cnt, &cobj, &tobj)) return NULL;
+    if (!PyArg_ParseTuple(args, "OIKOOO", &obj, &tail_slot, &tail_cnt, &cobj, &iobj, &tobj))
+        return NULL;
     if (check_open(self)) return NULL;
-    Py_buffer view, cview, tview;
+    Py_buffer view, cview, iview, tview;
     if (PyObject_GetBuffer(obj, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (PyObject_GetBuffer(cobj, &cview, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
+    if (PyObject_GetBuffer(iobj, &iview, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&cview);
+        return NULL;
+    }
     if (PyObject_GetBuffer(tobj, &tview, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&view);
         PyBuffer_Release(&cview);
+        PyBuffer_Release(&iview);
         return NULL;
     }
     size_t fb = self->s.frame_bytes;
     Py_ssize_t cap = fb ? view.len / (Py_ssize_t)fb : 0;
     if (cview.len / 8 < cap) cap = cview.len / 8;
+    if (iview.len / 8 < cap) cap = iview.len / 8;
     if (tview.len / 8 < cap) cap = tview.len / 8;
-    uint64_t *cnts = cview.buf;
+    uint64_t *cnts = cview.buf, *ids = iview.buf;
     int64_t *times = tview.buf;
     long long n = 0;
     uint32_t depth = self->s.depth;
@@ -367,24 +377,26 @@ static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
     } else {
         if ((long long)avail < cap) cap = (Py_ssize_t)avail;
         n = read_range_bulk(&self->s, tail_slot, tail_cnt, (unsigned char *)view.buf, cap, cnts,
-                            times);
+                            ids, times);
         for (; n < cap; n++) {
             uint32_t slot = (uint32_t)((tail_slot + 1 + n) % depth);
-            uint64_t c;
+            uint64_t c, c2;
             int64_t at;
             if (dao_read(&self->s, (int)slot, (char *)view.buf + n * fb, 1000000000LL, NULL, &c,
-                         NULL, &at) != DAO_SUCCESS ||
+                         &c2, &at) != DAO_SUCCESS ||
                 c != tail_cnt + 1 + (uint64_t)n) {
                 if (n == 0) n = -1; /* overwritten under the cursor */
                 break;
             }
             cnts[n] = c;
+            ids[n] = c2;
             times[n] = at;
         }
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyBuffer_Release(&cview);
+    PyBuffer_Release(&iview);
     PyBuffer_Release(&tview);
     return PyLong_FromLongLong(n);
 }
@@ -604,7 +616,7 @@ static PyMethodDef stream_methods[] = {
     {"read", (PyCFunction)(void (*)(void))stream_read, METH_VARARGS | METH_KEYWORDS,
      "read(out, slot=-1) -> cnt0: torn-free copy of a slot (newest if -1) into out."},
     {"read_new", (PyCFunction)stream_read_new, METH_VARARGS,
-     "read_new(out, tail_slot, tail_cnt, counters, times) -> n (-1: lapped)."},
+     "read_new(out, tail_slot, tail_cnt, counters, ids, times) -> n (-1: lapped)."},
     {"wait", (PyCFunction)(void (*)(void))stream_wait, METH_VARARGS | METH_KEYWORDS,
      "wait(semnb=0, timeout=None) -> status: wait on a semaphore without the GIL."},
     {"wait_counter", (PyCFunction)(void (*)(void))stream_wait_counter,

@@ -1,0 +1,474 @@
+"""The AO loop: components wired into a closed loop on the simulated bench by a config file.
+
+:class:`AOLoop` is a running loop to drive from a notebook or a script; :func:`run_loop` is the
+scripted run behind ``dao demo``. Starting an :class:`AOLoop`
+
+1. calibrates on a simulated bench in this process: interaction matrix by poking each
+   actuator (push-pull, noise-free), control matrix by truncated SVD; saves both with the
+   slope estimator's geometry (Shack-Hartmann windows or pyramid pupil pixels and reference)
+   to ``calibration.npz``;
+2. creates the streams in a fresh private folder: ``wfs_image``, ``slopes``, ``dm_command``,
+   the camera's ``frames`` log, ``science`` (image quality) and ``psf``, as FIFOs whose depth
+   (``run.history_frames``) is the history kept for latencies and telemetry (vectors as
+   ``(n, 1)`` arrays, the shape the DAO C library opens);
+3. starts the components (:mod:`dao.loop.components`: bench camera, slopes, controller), each
+   in its own process under a :class:`dao.Supervisor`, with the loop open (gain 0).
+
+Then ``loop.gain = 0.4`` closes it (over the command protocol, while it runs),
+:meth:`AOLoop.expose` measures a long exposure on the science camera, :meth:`AOLoop.science`
+gives the short-exposure Strehl frame by frame, :meth:`AOLoop.psf` the long-exposure image,
+:meth:`AOLoop.latency` the loop rate and the
+latency per stage from the frame timestamps (camera frame to slopes to DM command, matched by
+frame number ``cnt2``), and :meth:`AOLoop.write_telemetry` the stream histories (NetCDF, one
+group per stream, readable with :func:`dao.streams.telemetry.open_recording`).
+
+The bench moves the atmosphere by one frame period per camera frame and waits for the
+command of each frame (lock-step), so the Strehl ratios do not depend on the machine's speed;
+the loop rate and latencies do.
+
+The configuration is :mod:`dao.loop.config`; the scripted run and its report
+:mod:`dao.loop.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import tomllib
+import weakref
+from typing import Any
+
+import numpy as np
+
+from dao.loop.calibration import calibrate
+from dao.loop.config import DEFAULT_CONFIG, ROLES, bench_arguments, load_loop_config
+
+__all__ = ["AOLoop", "default_telemetry_path"]
+
+
+def _release(owned: dict, streams: dict, folder: str) -> None:
+    """Stop the processes, close and remove the streams and their folder (idempotent)."""
+    from dao.streams import list_streams, remove
+
+    sup = owned.pop("supervisor", None)
+    if sup is not None:
+        with contextlib.suppress(Exception):
+            sup.stop_all(timeout=5.0)
+    for s in streams.values():
+        with contextlib.suppress(Exception):
+            s.close()
+    for p in list_streams(folder) if os.path.isdir(folder) else []:
+        with contextlib.suppress(OSError):
+            remove(p)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def default_telemetry_path() -> str:
+    """``dao_loop_<date>-<time>.nc`` in the current folder."""
+    return os.path.abspath(time.strftime("dao_loop_%Y%m%d-%H%M%S.nc"))
+
+
+class AOLoop:
+    """A closed-loop AO system on the simulated bench, its components in their own processes.
+
+    The loop starts open (gain 0); set :attr:`gain` to close it. Everything runs in other
+    processes: this object only sends commands and reads the streams, so a notebook stays
+    responsive while the loop runs.
+
+    Streams live in a private folder (:attr:`folder`). Stream semaphores are named by the
+    stream's name alone, machine-wide, so the default names get a suffix unique to this loop
+    (``wfs_image_k3x9a1``; the names in use are in ``config["streams"]``) and several loops
+    can run at once; names set in the configuration are used as they are, for other
+    processes (a C DAO consumer) to find.
+
+    Parameters
+    ----------
+    config : path or dict, optional
+        Loop configuration (TOML) updating :data:`DEFAULT_CONFIG`.
+    n_subap : int, optional
+        Subapertures across the pupil (``bench.n_subap``).
+    sensor : str, optional
+        ``"shack-hartmann"`` or ``"pyramid"`` (``sensor.type``).
+    history : int, optional
+        Frames kept in the stream histories (``run.history_frames``; default 8192): the
+        window :meth:`latency`, :meth:`science` and :meth:`write_telemetry` see.
+    progress : callable, optional
+        ``progress(message)`` called at each phase of :meth:`start`.
+
+    Attributes
+    ----------
+    config : dict
+        The configuration in use.
+    calibration : dict
+        What :func:`calibrate` returned (after :meth:`start`).
+    streams : dict of str to dao.shm
+        The loop's streams by role (after :meth:`start`).
+    supervisor : dao.Supervisor
+        The supervisor of the component processes (after :meth:`start`).
+    gain_log : list of (int, float)
+        ``(frame, gain)`` of every gain change.
+
+    Examples
+    --------
+    >>> with AOLoop(n_subap=10) as ao:       # doctest: +SKIP
+    ...     open_loop = ao.expose(300)
+    ...     ao.gain = 0.4                     # close the loop while it runs
+    ...     ao.wait(200)
+    ...     closed_loop = ao.expose(1000)
+    ...     print(open_loop["strehl"], closed_loop["strehl"], ao.latency()["latency_p50_s"])
+    """
+
+    def __init__(self, config: str | os.PathLike | dict | None = None, *,
+                 n_subap: int | None = None, sensor: str | None = None,
+                 history: int | None = None, progress=None) -> None:
+        over: dict[str, Any] = {
+            "bench": {"n_subap": n_subap} if n_subap else {},
+            "sensor": {"type": sensor} if sensor else {},
+            "run": {"history_frames": history} if history else {},
+        }
+        self.config = load_loop_config(config, **over)
+        self._say = progress or (lambda msg: None)
+        self.calibration: dict[str, Any] = {}
+        self.streams: dict[str, Any] = {}
+        self.supervisor = None
+        self.gain_log: list[tuple[int, float]] = []
+        self._gain = 0.0
+        self._running = False
+        self._owned: dict[str, Any] = {"supervisor": None}
+        self._finalizer = None
+        self.folder = ""
+
+    # -- life cycle ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """The component processes are up."""
+        return self._running
+
+    def start(self) -> AOLoop:
+        """Calibrate, create the streams, start the components; the loop runs open.
+
+        Returns this loop once the camera has produced its first frames.
+
+        Raises
+        ------
+        RuntimeError
+            Already started, or a component process died while starting.
+        """
+        if self._finalizer is not None:
+            raise RuntimeError("this AOLoop was already started: make a new one")
+        cfg = self.config
+        self.folder = tempfile.mkdtemp(prefix="daoloop", dir="/tmp")
+        # semaphores are named by the stream's base name alone (as in the DAO C library), so
+        # two loops on one machine need different names: default names get this loop's tag
+        tag = os.path.basename(self.folder)[len("daoloop"):][:6]
+        default = tomllib.loads(DEFAULT_CONFIG)["streams"]
+        cfg["streams"] = {k: f"{v}_{tag}" if v == default.get(k) else v
+                          for k, v in cfg["streams"].items()}
+        self._finalizer = weakref.finalize(self, _release, self._owned, self.streams,
+                                           self.folder)
+        try:
+            self._start(cfg)
+        except BaseException:
+            self.close()
+            raise
+        self.gain_log.append((self.frame, 0.0))
+        return self
+
+    def _start(self, cfg: dict[str, Any]) -> None:
+        from dao.loop.components import FRAMES_FIELDS, SCIENCE_FIELDS, label_streams
+        from dao.runtime import Supervisor
+        from dao.streams import shm
+
+        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
+        cal_path = os.path.join(self.folder, "calibration.npz")
+        n = cfg["bench"]["n_subap"]
+        self._say(f"calibrating {n}x{n} {cfg['sensor']['type']}")
+        cal = self.calibration = calibrate(cfg, cal_path)
+        depth = int(run.get("history_frames") or 8192)
+        every = int(cfg["science"]["every"])
+        max_bytes = int(run["max_image_history_bytes"])
+        image_depth = int(max(4, min(depth, max_bytes // (4 * int(np.prod(cal["wfs_shape"]))))))
+        psf_depth = int(max(4, min(256, max_bytes // (4 * int(np.prod(cal["psf_shape"]))))))
+        path = {k: os.path.join(self.folder, f"{names[k]}.im.shm") for k in names}
+        self.streams.update(
+            wfs_image=shm(path["wfs_image"], np.zeros(cal["wfs_shape"], np.float32),
+                          depth=image_depth),
+            slopes=shm(path["slopes"], np.zeros((cal["n_slopes"], 1), np.float32),
+                       depth=depth),
+            dm_command=shm(path["dm_command"], np.zeros((cal["n_actuators"], 1), np.float32),
+                           depth=depth),
+            frames=shm(path["frames"], np.zeros((len(FRAMES_FIELDS), 1), np.int64),
+                       depth=depth),
+            science=shm(path["science"], np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
+                        depth=max(16, depth // every + 4)),
+            psf=shm(path["psf"], np.zeros(cal["psf_shape"], np.float32), depth=psf_depth),
+        )
+        label_streams(self.streams, psf_sampling=float(cal["psf_sampling"]))
+        # no <name>_timing streams: the frame log has the loop's timing, and two loops'
+        # components would share those names
+        common = {"calibration": cal_path, "timing_depth": 0}
+        spec = {
+            "camera": {"bench": bench_arguments(cfg), "timing_depth": 0,
+                       "command_timeout": float(run["command_timeout"]),
+                       "science_every": every,
+                       "streams": {k: names[k] for k in ("dm_command", "wfs_image", "frames",
+                                                         "science", "psf")}},
+            "slopes": {**common, "streams": {"wfs_image": names["wfs_image"],
+                                             "slopes": names["slopes"]}},
+            "controller": {**common, "gain": 0.0, "leak": float(cfg["controller"]["leak"]),
+                           "streams": {"slopes": names["slopes"],
+                                       "dm_command": names["dm_command"]}},
+        }
+        env = {"DAO_SHM_DIR": self.folder}
+        sup = self.supervisor = self._owned["supervisor"] = Supervisor(
+            {"component": [{"name": comps[k]["name"], "class": comps[k]["class"],
+                            "state": "Idle", "args": spec[k], "env": env,
+                            "log_level": "WARNING"} for k in ROLES]},
+            ready_timeout=float(run["ready_timeout"]), command_timeout=10.0)
+        self._running = True
+        self._say("starting the components: " + ", ".join(c["name"] for c in comps.values()))
+        sup.start_all()
+        for k in ROLES:
+            self.client(k).run()
+        self.wait(20)
+
+    def stop(self) -> None:
+        """Stop the component processes; the stream histories stay readable until
+        :meth:`close`."""
+        if not self.running:
+            return
+        for k in ("camera", "slopes", "controller"):
+            with contextlib.suppress(Exception):
+                self.client(k).idle()
+        self.supervisor.stop_all(timeout=5.0)
+        self._running = False
+
+    def close(self) -> None:
+        """Stop the processes and remove the streams (also done when this object is
+        garbage-collected or the interpreter exits)."""
+        self._running = False
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> AOLoop:
+        if self._finalizer is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self.config
+        state = (f"running, frame {self.frame}, gain {self._gain:g}" if self.running
+                 else "stopped" if self._finalizer is not None else "not started")
+        return (f"<AOLoop {c['bench']['n_subap']}x{c['bench']['n_subap']} "
+                f"{c['sensor']['type']}: {state}>")
+
+    # -- control ---------------------------------------------------------------------------
+    def client(self, role: str):
+        """The :class:`dao.ComponentClient` of ``role``: camera, slopes or controller."""
+        self._check_running()
+        return self.supervisor.client(self.config["components"][role]["name"])
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise RuntimeError("the loop is not running: call start() (or use a new AOLoop "
+                               "after close())")
+
+    @property
+    def frame(self) -> int:
+        """Camera frames produced so far."""
+        return int(self.streams["frames"].get_counter()) if self.streams else 0
+
+    @property
+    def gain(self) -> float:
+        """The controller's integrator gain (0: loop open), asked of the running controller.
+
+        Set it to change the gain live.
+        """
+        if self.running:
+            self._gain = float(self.client("controller").query("gain"))
+        return self._gain
+
+    @gain.setter
+    def gain(self, value: float) -> None:
+        self._check_running()
+        self.client("controller").setup("gain", float(value))
+        self._gain = float(value)
+        self.gain_log.append((self.frame, self._gain))
+
+    def open_loop(self) -> None:
+        """Open the loop: gain 0 and the integrator (so the mirror) back to zero."""
+        self.gain = 0.0
+        self.client("controller").other("reset")
+
+    def wait(self, frames: int, timeout: float | None = None) -> int:
+        """Wait until the camera has produced ``frames`` more frames; the frame reached.
+
+        Raises
+        ------
+        TimeoutError
+            Not reached within ``timeout`` seconds (default: 60 s plus 50 ms a frame).
+        RuntimeError
+            A component process died or went to its Error state (the reason is given).
+        """
+        self._check_running()
+        fr = self.streams["frames"]
+        target = int(fr.get_counter()) + int(frames)
+        timeout = 60.0 + 0.05 * frames if timeout is None else timeout
+        now = time.monotonic()
+        deadline, last, t_last = now + timeout, -1, now
+        while (n := int(fr.get_counter())) < target:
+            now = time.monotonic()
+            if n != last:
+                last, t_last = n, now
+            elif now - t_last > 1.0:  # stalled: is a component in Error?
+                self._check_components()
+                t_last = now
+            if now > deadline:
+                raise TimeoutError(f"the loop reached frame {n} of {target} in {timeout:.0f} s")
+            dead = self.supervisor.poll()
+            if dead:
+                raise RuntimeError("; ".join(dead))
+            time.sleep(0.01)
+        return n
+
+    def _check_components(self) -> None:
+        """Raise RuntimeError naming the components in their Error state, with the reason."""
+        errors = []
+        for role in ROLES:
+            c = self.client(role)
+            if c.state() == "Error":
+                errors.append(f"{self.config['components'][role]['name']}: "
+                              f"{c.query('error_reason')}")
+        if errors:
+            raise RuntimeError("the loop stopped, a component failed: " + "; ".join(errors))
+
+    def expose(self, frames: int) -> dict[str, Any]:
+        """A long exposure of the science camera over the next ``frames`` frames.
+
+        Returns
+        -------
+        dict
+            ``strehl`` (peak), ``strehl_marechal``, ``residual_rms`` (rad), ``residual_opd_rms``
+            (m), ``wavelength`` (m), ``n_frames`` (exposures summed, one every
+            ``science.every`` frames), ``frame``, ``time`` (simulated s), ``late`` (frames
+            whose command came too late).
+        """
+        cam = self.client("camera")
+        cam.other("science_reset")
+        self.wait(frames)
+        return json.loads(cam.other("science"))
+
+    # -- measurements ----------------------------------------------------------------------
+    def science(self, frames: int | None = None):
+        """Short-exposure image quality, one row per science exposure.
+
+        Parameters
+        ----------
+        frames : int, optional
+            Exposures to return (default all in the history).
+
+        Returns
+        -------
+        xarray.Dataset
+            Variables ``strehl_frame``, ``residual_rms_frame`` (rad) and the running long
+            exposure's ``strehl``, ``strehl_marechal``, ``residual_rms``, ``n_frames``;
+            coordinates ``frame`` (camera frame number) and ``time`` (simulated s).
+        """
+        import xarray as xr
+
+        from dao.loop.components import SCIENCE_FIELDS
+
+        s = self.streams["science"]
+        have = int(s.get_counter())
+        if have == 0:
+            raise RuntimeError("no science exposure yet: wait for a few frames")
+        n = min(s.depth, have) if frames is None else min(int(frames), s.depth, have)
+        data = s.get_history(n)[:, :, 0]
+        col = {f: data[:, i] for i, f in enumerate(SCIENCE_FIELDS)}
+        return xr.Dataset(
+            {f: ("frame", col[f]) for f in SCIENCE_FIELDS if f not in ("frame", "time")},
+            coords={"frame": col["frame"].astype(np.int64),
+                    "time": ("frame", col["time"], {"units": "s"})},
+            attrs={"wavelength_m": float(self.config["science"]["wavelength"])})
+
+    def psf(self, exposures: int = 50):
+        """The science camera's long exposure: the mean of its last ``exposures`` PSFs.
+
+        Normalised so that the diffraction limit peaks at 1 (the peak is the Strehl ratio).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dimensions ``y``, ``x`` with coordinates in ``lambda / D`` from the centre;
+            attributes ``wavelength_m``, ``exposures``, ``strehl``, ``frames`` (first and last
+            camera frame).
+        """
+        import xarray as xr
+
+        s = self.streams["psf"]
+        have = s.frames_available
+        if have < 1:
+            raise RuntimeError("no science exposure yet: wait for a few frames")
+        hist = s.get_history(min(int(exposures), have), meta=True)
+        n = len(hist)
+        data = hist.data.mean(axis=0)
+        frames = hist.cnt2
+        per = float(self.calibration["psf_sampling"])
+        ny, nx = data.shape
+        return xr.DataArray(
+            data, dims=("y", "x"),
+            coords={"y": (np.arange(ny) - ny // 2) / per, "x": (np.arange(nx) - nx // 2) / per},
+            name="psf",
+            attrs={"wavelength_m": float(self.config["science"]["wavelength"]),
+                   "exposures": n, "strehl": float(data.max()), "units": "Strehl",
+                   "frames": (int(frames[0]), int(frames[-1])) if frames.size else (0, 0)})
+
+    def latency(self, since: int = 0) -> dict[str, float]:
+        """Loop rate and per-stage latency of the frames after frame ``since`` in the history.
+
+        Returns
+        -------
+        dict
+            ``loop_rate_hz``; ``latency_p50_s`` and ``latency_p99_s`` (camera frame to DM
+            command), the same for ``latency_camera_to_slopes`` and
+            ``latency_slopes_to_command``; ``latency_samples``.
+        """
+        from dao.latency import pipeline_latency
+
+        st = self.streams
+        fr = st["frames"]
+        rows = fr.get_history()[:, :, 0] if fr.frames_available else np.zeros((0, 2), np.int64)
+        t_cam = {int(r[0]): int(r[1]) for r in rows if r[0] > since}
+        stages = [(k, st[k].history_metadata()) for k in ("slopes", "dm_command")]
+        r = pipeline_latency(t_cam, stages)
+        return {
+            "loop_rate_hz": r["rate_hz"],
+            "latency_p50_s": r["latency_p50_s"],
+            "latency_p99_s": r["latency_p99_s"],
+            "latency_camera_to_slopes_p50_s": r["latency_source_to_slopes_p50_s"],
+            "latency_camera_to_slopes_p99_s": r["latency_source_to_slopes_p99_s"],
+            "latency_slopes_to_command_p50_s": r["latency_slopes_to_dm_command_p50_s"],
+            "latency_slopes_to_command_p99_s": r["latency_slopes_to_dm_command_p99_s"],
+            "latency_samples": r["latency_samples"],
+        }
+
+    def write_telemetry(self, path: str | os.PathLike) -> str:
+        """Write the histories of ``slopes``, ``dm_command``, ``frames`` and ``science``.
+
+        NetCDF, one group per stream (read it with :func:`dao.streams.telemetry.open_recording`);
+        works while the loop runs or after :meth:`stop`. Returns the path.
+        """
+        from dao.streams.telemetry import write_history
+
+        if not self.streams:
+            raise RuntimeError("the loop was not started")
+        write_history({k: self.streams[k] for k in ("slopes", "dm_command", "frames", "science")},
+                      path)
+        return str(path)

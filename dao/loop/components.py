@@ -1,0 +1,275 @@
+"""The components of the AO loop on the simulated bench (wired by :mod:`dao.loop`).
+
+Three components, each run in its own process by :mod:`dao.loop`:
+
+- :class:`BenchCamera` owns a :class:`dao.hw.SimulatedBench` (WFS camera, deformable mirror,
+  science camera). Lock-step with the loop: it writes a WFS frame (``cnt2`` = frame number),
+  waits for the DM command computed from it (``cnt2`` = the same number; ``command_timeout``
+  seconds at most, then it goes on with the previous command and counts a late frame), puts
+  the command on the mirror and advances the atmosphere by one frame period. Results do not
+  depend on the machine's speed. Every ``science_every`` frames it exposes the science camera
+  (long exposure, reset and read with the ``OTHER`` commands ``science_reset`` and
+  ``science``) and writes that exposure's PSF to the ``psf`` stream. Every frame it writes
+  the int64 row ``[frame, wfs_image atime_ns, late]`` to the FIFO stream ``frames`` (the
+  camera's log: frame timestamps for the latency figures).
+- :class:`Slopes` wakes on ``wfs_image`` and writes the ``slopes`` (Shack-Hartmann centroids
+  or pyramid signals, as the calibration file says).
+- :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
+  the published parameter ``gain`` (changeable while running), writes ``dm_command``.
+
+Streams are created beforehand by :class:`dao.loop.AOLoop`, which knows their shapes from the
+calibration (vectors are ``(n, 1)``, a shape the DAO C library opens too), and named in each
+component's ``streams`` config; the calibration (control matrix, slope estimator) is the
+``.npz`` file named by the ``calibration`` config key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from dao.errors import StreamTimeout
+from dao.runtime.component import Component, ComponentError, Input
+from dao.runtime.parameters import Parameter
+
+__all__ = ["BenchCamera", "Slopes", "Controller", "slope_estimator", "label_streams",
+           "FRAMES_FIELDS", "SCIENCE_FIELDS"]
+
+#: Columns of the ``frames`` stream (int64).
+FRAMES_FIELDS = ("frame", "wfs_atime_ns", "late_frames")
+#: Columns of the ``science`` stream (float64): frame number, simulated time (s), the long
+#: exposure since the last reset (Strehl, Marechal Strehl, residual rms in rad, exposures
+#: summed), and this exposure alone (Strehl, residual rms in rad).
+SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", "n_frames",
+                  "strehl_frame", "residual_rms_frame")
+
+
+def label_streams(streams: dict[str, Any], psf_sampling: float) -> None:
+    """Label the loop's streams (by role) for their xarray views, histories and recordings.
+
+    Vectors (stored ``(n, 1)`` for C consumers) are labelled as vectors: ``slope``,
+    ``actuator``, and ``field`` with the column names for the ``frames`` and ``science`` logs;
+    the ``psf`` image has ``y``/``x`` in ``lambda / D`` from its centre.
+    """
+    s = streams
+    s["wfs_image"].set_labels(("y", "x"))
+    s["slopes"].set_labels(("slope",))
+    s["dm_command"].set_labels(("actuator",), attrs={"units": "m of OPD"})
+    s["frames"].set_labels(("field",), coords={"field": list(FRAMES_FIELDS)})
+    s["science"].set_labels(("field",), coords={"field": list(SCIENCE_FIELDS)})
+    ny, nx = s["psf"].shape
+    s["psf"].set_labels(("y", "x"), coords={"y": (np.arange(ny) - ny // 2) / psf_sampling,
+                                            "x": (np.arange(nx) - nx // 2) / psf_sampling},
+                        attrs={"units": "Strehl", "coordinate_units": "lambda/D"})
+
+
+def _open_output(comp: Component, key: str):
+    """Open the (already created) output stream named by ``streams.<key>`` in the config."""
+    from dao.streams.stream import shm
+
+    name = (comp.config.get("streams") or {}).get(key)
+    if not name:
+        raise ComponentError(f"{comp.name}: set streams.{key} in its config")
+    return shm(str(name))
+
+
+class BenchCamera(Component):
+    """The simulated bench as the loop's camera, mirror and science camera.
+
+    Config keys: ``bench`` (keyword arguments of :class:`dao.hw.SimulatedBench`),
+    ``streams`` (``dm_command`` input; ``wfs_image``, ``frames``, ``science``, ``psf``
+    outputs).
+    """
+
+    dm_command = Input(trigger=False, doc="mirror command, metres of OPD (cnt2 = frame)")
+    command_timeout = Parameter(1.0, float, unit="s", bounds=(1e-3, 60.0),
+                                doc="longest wait for the command of a frame")
+    science_every = Parameter(4, int, bounds=(1, None), doc="frames between science exposures")
+    #: Free-running: the loop is paced by the wait for the command.
+    period = 1e-6
+
+    def configure(self, config: dict[str, Any]) -> None:
+        from dao.hw import SimulatedBench
+
+        self.bench = SimulatedBench(**dict(config.get("bench", {})))
+        self.lock = threading.Lock()
+
+    def allocate(self) -> None:
+        self.wfs = _open_output(self, "wfs_image")
+        self.frames = _open_output(self, "frames")
+        self.science_out = _open_output(self, "science")
+        self.psf_out = _open_output(self, "psf")
+        self._psf = np.zeros(self.psf_out.shape, np.float32)
+        self._sem = self.dm_command.claim_semaphore()
+        self.command = np.zeros(self.bench.n_actuators, np.float32)
+        self._cmd_buf = np.zeros(self.dm_command.shape, np.float32)
+        self._cmd_flat = self._cmd_buf.reshape(-1)  # a view: no per-frame reshape
+        self._frames_row = np.zeros((len(FRAMES_FIELDS), 1), np.int64)
+        self._science_row = np.zeros((len(SCIENCE_FIELDS), 1), np.float64)
+        self.late = 0
+
+    def release(self) -> None:
+        for s in (self.wfs, self.frames, self.science_out, self.psf_out):
+            s.close()
+
+    def _wait_command(self, frame: int) -> None:
+        deadline = time.perf_counter() + self.command_timeout
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                self.late += 1
+                return
+            try:
+                self.dm_command.get_data(check=True, semNb=self._sem, timeout=remaining,
+                                         out=self._cmd_buf)
+            except StreamTimeout:
+                self.late += 1
+                return
+            if self.dm_command.last_read.frame_id >= frame:
+                self.command[:] = self._cmd_flat
+                return
+
+    def process(self, data: None) -> None:
+        b = self.bench
+        if b.frame_number > 0:
+            self._wait_command(b.frame_number)
+        with self.lock:
+            img, n = b.step(self.command)
+            self.wfs.set_data(img, cnt2=n)
+            row = self._frames_row
+            row[0, 0], row[1, 0], row[2, 0] = n, self.wfs.get_timestamp_ns(), self.late
+            self.frames.set_data(row, cnt2=n)
+            if n % self.science_every == 0:
+                cam = b.science_camera
+                self._psf[:] = cam.grab()
+                self.psf_out.set_data(self._psf, cnt2=n)
+                q, last = cam.quality(), cam.last_frame
+                s = self._science_row
+                s[:, 0] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,
+                           last.strehl, last.residual_rms)
+                self.science_out.set_data(s, cnt2=n)
+
+    def other(self, payload: str) -> str:
+        """``science_reset``: start a new long exposure; ``science``: its quality (JSON)."""
+        cmd = payload.strip()
+        with self.lock:
+            cam = self.bench.science_camera
+            if cmd == "science_reset":
+                cam.reset()
+                return json.dumps({"frame": self.bench.frame_number})
+            if cmd == "science":
+                q = cam.quality()._asdict()
+                q.update(frame=self.bench.frame_number, time=self.bench.time, late=self.late)
+                return json.dumps(q)
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use science_reset or science")
+
+
+def _load_calibration(comp: Component) -> dict[str, np.ndarray]:
+    path = comp.config.get("calibration")
+    if not path:
+        raise ComponentError(f"{comp.name}: set calibration = <file.npz> in its config")
+    with np.load(str(path)) as f:
+        return {k: f[k] for k in f.files}
+
+
+def slope_estimator(cal: dict[str, np.ndarray]):
+    """The slope estimator saved by :func:`dao.loop.calibrate`.
+
+    Returns
+    -------
+    dao.recon.ShackHartmann or dao.recon.Pyramid
+        Built from ``corners``, ``subaperture_size``, ``method`` (Shack-Hartmann) or
+        ``indices``, ``reference``, ``mode`` (pyramid), as ``cal["sensor"]`` says.
+    """
+    from dao.recon import Pyramid, ShackHartmann
+
+    sensor = str(cal.get("sensor", "shack-hartmann"))
+    if sensor == "pyramid":
+        est = Pyramid(cal["indices"], mode=str(cal["mode"]))
+        est.reference[:] = cal["reference"]
+        return est
+    if sensor == "shack-hartmann":
+        return ShackHartmann(cal["corners"], int(cal["subaperture_size"]),
+                             method=str(cal["method"]))
+    raise ComponentError(f"calibration for an unknown sensor {sensor!r}: recalibrate")
+
+
+class Slopes(Component):
+    """Slopes of each WFS frame (``cnt2`` passed on): Shack-Hartmann or pyramid.
+
+    Config keys: ``calibration`` (``.npz`` written by :func:`dao.loop.calibrate`, see
+    :func:`slope_estimator`), ``streams`` (``wfs_image`` input, ``slopes`` output).
+    """
+
+    wfs_image = Input(doc="WFS detector image")
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.cal = _load_calibration(self)
+
+    def allocate(self) -> None:
+        self.estimator = slope_estimator(self.cal)
+        # the estimator's own output buffer (measure writes it), as the stream's (n, 1) shape;
+        # the first call loads the kernel
+        self._signal = self.estimator.measure(
+            np.zeros(self.wfs_image.shape, np.float32)).reshape(-1, 1)
+        self.out = _open_output(self, "slopes")
+
+    def release(self) -> None:
+        self.out.close()
+
+    def process(self, data: np.ndarray) -> None:
+        self.estimator.measure(data)
+        self.out.set_data(self._signal, cnt2=self.wfs_image.last_read.frame_id)
+
+
+class Controller(Component):
+    """Reconstructor and integrator: ``c[k] = leak c[k-1] - gain R s[k]`` (``cnt2`` passed on).
+
+    Config keys: ``calibration`` (``.npz`` with ``control_matrix``, ``stroke``), ``streams``
+    (``slopes`` input, ``dm_command`` output), ``gain``, ``leak``.
+    """
+
+    slopes = Input(doc="slopes")
+    gain = Parameter(0.0, float, bounds=(0.0, 2.0), doc="loop gain (0: loop open)")
+    leak = Parameter(1.0, float, bounds=(0.0, 1.0), doc="integrator leak")
+
+    def configure(self, config: dict[str, Any]) -> None:
+        self.cal = _load_calibration(self)
+
+    def allocate(self) -> None:
+        from dao.recon import Integrator, MatrixVectorMultiply
+
+        cm = np.ascontiguousarray(self.cal["control_matrix"], np.float32)
+        self.mvm = MatrixVectorMultiply(cm)
+        self.error = np.zeros(cm.shape[0], np.float32)
+        self.integrator = Integrator(cm.shape[0], gain=self.gain, leak=self.leak,
+                                     stroke=float(self.cal["stroke"]))
+        self._applied = (self.gain, self.leak)
+        self.mvm(np.zeros(cm.shape[1], np.float32), out=self.error)  # load the kernels
+        self.integrator.step(np.zeros_like(self.error))
+        self.integrator.reset()
+        self._command = self.integrator.command.reshape(-1, 1)  # the stream's (n, 1) view
+        self.out = _open_output(self, "dm_command")
+
+    def release(self) -> None:
+        self.out.close()
+
+    def other(self, payload: str) -> str:
+        """``reset``: zero the integrator."""
+        if payload.strip() == "reset":
+            self.integrator.reset()
+            return "reset"
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use reset")
+
+    def process(self, data: np.ndarray) -> None:
+        if self._applied != (self.gain, self.leak):
+            self.integrator.gain[:] = self.gain
+            self.integrator.leak[:] = self.leak
+            self._applied = (self.gain, self.leak)
+        self.mvm(data.reshape(-1), out=self.error)
+        self.integrator.step(self.error)  # writes self.integrator.command
+        self.out.set_data(self._command, cnt2=self.slopes.last_read.frame_id)

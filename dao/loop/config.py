@@ -1,0 +1,159 @@
+"""The loop's configuration: the embedded default (TOML), checked updates, bench arguments.
+
+Every key is optional; a file or dict updates :data:`DEFAULT_CONFIG` table by table::
+
+    [bench]         # dao.hw.SimulatedBench keyword arguments
+    n_subap = 20
+    [sensor]
+    type = "shack-hartmann"  # or "pyramid"
+    method = "cog"  # Shack-Hartmann centroiding: cog, tcog, wcog, brightest
+    modulation = 3.0  # pyramid modulation radius, lambda / D
+    [calibration]
+    poke = 20e-9    # metres of OPD
+    drop_modes = 2  # smallest singular values dropped (piston, waffle)
+    [controller]
+    gain = 0.5
+    [science]
+    wavelength = 1.65e-6
+    every = 4       # frames between science exposures
+    [run]
+    open_frames = 300
+    settle_frames = 200
+    closed_frames = 1600
+    [streams]       # stream names (the defaults get a per-loop suffix: see AOLoop)
+    wfs_image = "wfs_image"
+    [components]    # component names and classes
+    camera = { name = "bench", class = "dao.loop.components:BenchCamera" }
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_CONFIG", "SENSORS", "ROLES", "load_loop_config", "bench_arguments"]
+
+#: The embedded default configuration (TOML).
+DEFAULT_CONFIG = """
+[bench]
+diameter = 8.0          # m
+r0 = 0.15               # m at 500 nm
+L0 = 25.0               # m
+wind = 10.0             # m/s, every layer
+n_subap = 20
+frame_rate = 1000.0     # Hz
+wavelength_wfs = 700e-9 # m
+seed = 1
+
+[sensor]
+type = "shack-hartmann" # or "pyramid"
+method = "cog"          # Shack-Hartmann centroiding
+modulation = 3.0        # pyramid modulation radius, lambda/D
+mode = "slopes"         # pyramid signal: slopes (local normalisation) or slopes_global
+
+[calibration]
+poke = 20e-9
+drop_modes = 2
+
+[controller]
+gain = 0.5
+leak = 1.0
+
+[science]
+wavelength = 1.65e-6
+every = 4
+
+[run]
+open_frames = 300
+settle_frames = 200
+closed_frames = 1600
+history_frames = 0      # frames kept in the stream histories (0: the whole run_loop run)
+command_timeout = 1.0   # s: the bench goes on without a command after this (a late frame)
+ready_timeout = 60.0    # s: longest start of a component process
+max_image_history_bytes = 67108864
+
+[streams]
+wfs_image = "wfs_image"
+slopes = "slopes"
+dm_command = "dm_command"
+frames = "wfs_frames"
+science = "science"
+psf = "psf"
+
+[components]
+camera = { name = "bench", class = "dao.loop.components:BenchCamera" }
+slopes = { name = "slopes", class = "dao.loop.components:Slopes" }
+controller = { name = "controller", class = "dao.loop.components:Controller" }
+"""
+
+#: Wavefront sensors the bench simulates.
+SENSORS = ("shack-hartmann", "pyramid")
+
+#: ``[sensor]`` keys passed to the bench for a pyramid.
+_PYRAMID_BENCH_KEYS = ("modulation", "n_modulation", "padding")
+
+#: The loop's components, in start order.
+ROLES = ("controller", "slopes", "camera")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_loop_config(source: str | os.PathLike | dict | None = None,
+                     **overrides: Any) -> dict[str, Any]:
+    """The loop configuration: :data:`DEFAULT_CONFIG` updated by ``source`` and ``overrides``.
+
+    Parameters
+    ----------
+    source : path or dict, optional
+        A TOML file (or its parsed dict) whose tables update the default's.
+    **overrides
+        ``table={key: value}`` updates applied last.
+
+    Raises
+    ------
+    ValueError
+        An unknown sensor or table, a non-positive size or frame count.
+    """
+    cfg = tomllib.loads(DEFAULT_CONFIG)
+    if source is not None:
+        if not isinstance(source, dict):
+            with Path(source).open("rb") as f:
+                source = tomllib.load(f)
+        unknown = set(source) - set(cfg)
+        if unknown:
+            raise ValueError(f"unknown loop config table(s) {sorted(unknown)}: use "
+                             f"{', '.join(cfg)}")
+        cfg = _merge(cfg, source)
+    cfg = _merge(cfg, {k: v for k, v in overrides.items() if v})
+    sensor = cfg["sensor"].get("type", "shack-hartmann")
+    if sensor not in SENSORS:
+        raise ValueError(f"sensor {sensor!r} is not simulated by the bench: use one of "
+                         f"{', '.join(SENSORS)}")
+    if int(cfg["bench"]["n_subap"]) < 2:
+        raise ValueError(f"bench.n_subap must be at least 2, not {cfg['bench']['n_subap']}")
+    for key in ("open_frames", "settle_frames", "closed_frames"):
+        if int(cfg["run"][key]) < 1:
+            raise ValueError(f"run.{key} must be at least 1, not {cfg['run'][key]}")
+    return cfg
+
+
+def bench_arguments(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`dao.hw.SimulatedBench` for a loop configuration."""
+    kw = dict(cfg["bench"])
+    sensor = cfg["sensor"].get("type", "shack-hartmann")
+    kw["sensor"] = sensor
+    kw["wavelength_science"] = float(cfg["science"]["wavelength"])
+    if sensor == "pyramid":
+        kw.update({k: cfg["sensor"][k] for k in _PYRAMID_BENCH_KEYS if k in cfg["sensor"]})
+    return kw

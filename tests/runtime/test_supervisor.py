@@ -1,0 +1,350 @@
+"""Cross-process: components run with ``dao run`` (as ``python -m dao.runtime.cli run``),
+driven by ``dao ctl`` and the Python client, watched by the supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dao.proto import ReplyMessage
+from dao.runtime.command import CommandFailed, CommandTimeout, ComponentClient
+from dao.runtime.logbus import LogForwarder, LogSubscriber
+from dao.runtime.supervisor import Supervisor, SupervisorError
+from dao.testing import child_environment, free_port, temporary_stream_dir, wait_for
+
+CLI = [sys.executable, "-m", "dao.runtime.cli"]
+
+
+@pytest.fixture
+def shm_dir():
+    with temporary_stream_dir() as d:
+        yield d
+
+
+def uname(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def procs():
+    """Started processes, killed at teardown whatever happened."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(5)
+        for f in (p.stdout, p.stderr):
+            if f:
+                f.close()
+
+
+def dao_run(procs, cls: str, name: str, *extra: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    p = subprocess.Popen(
+        [*CLI, "run", cls, "--port", str(port), "--name", name, *extra],
+        env=child_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(p)
+    ComponentClient(port, timeout=0.5).wait_ready(15.0)
+    return p, port
+
+
+def ctl(port, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "ctl", str(port), *args, "--timeout", str(timeout)],
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_dao_run_driven_by_ctl_and_client(shm_dir, procs):
+    import dao
+
+    name = uname("cnt")
+    p, port = dao_run(procs, "dao.examples:Counter", name, "--config", '{"period": 0.002}')
+    # through dao ctl
+    r = ctl(port, "STATE")
+    assert (r.returncode, r.stdout.strip()) == (0, "Off")
+    for ev, st in (("Init", "Standby"), ("Enable", "Idle"), ("Run", "Running")):
+        r = ctl(port, "EXEC", ev)
+        assert (r.returncode, r.stdout.strip()) == (0, st), r.stderr
+    r = ctl(port, "EXEC", "Init")
+    assert r.returncode == 1 and "illegal in state 'Running'" in r.stderr
+    r = ctl(port, "PING")
+    assert r.returncode == 0 and int(r.stdout) == p.pid
+    # through the Python client, while it runs
+    c = ComponentClient(port)
+    assert c.state() == "Running"
+    counter = dao.shm(f"{name}_counter")
+    wait_for(lambda: int(counter.get_data()[0, 0]) > 5)
+    assert c.setup("step", 100) == "step=100"
+    assert c.query("step") == "100"
+    v = int(counter.get_data()[0, 0])
+    wait_for(lambda: int(counter.get_data()[0, 0]) >= v + 300)
+    assert c.dump() == {"step": 100, "period": 0.002}
+    r = ctl(port, "SETUP", "step=-x")
+    assert r.returncode == 1 and "cannot parse" in r.stderr
+    # and back to Off
+    assert c.idle() == "Idle"
+    r = ctl(port, "EXEC", "Disable")
+    assert r.stdout.strip() == "Standby"
+    assert c.stop() == "Off"
+    counter.close()
+    # SIGTERM: clean exit
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    out = p.stdout.read()
+    assert f"serving tcp://127.0.0.1:{port}" in out
+    assert "exited cleanly" in p.stderr.read()
+    c.close()
+
+
+def test_exception_in_loop_goes_to_error_and_recover(shm_dir, procs):
+    _, port = dao_run(
+        procs,
+        "dao.examples:Faulty",
+        uname("flt"),
+        "--config",
+        '{"period": 0.001, "fail_at": 10}',
+        "--state",
+        "Running",
+    )
+    c = ComponentClient(port)
+    wait_for(lambda: c.state() == "Error")
+    reason = c.query("error_reason")
+    assert "deliberate failure at count 10" in reason and "Traceback" in reason
+    with pytest.raises(CommandFailed, match="illegal in state 'Error'"):
+        c.run()
+    assert c.recover() == "Idle"
+    assert c.run() == "Running"
+    time.sleep(0.05)
+    assert c.state() == "Running"
+    c.close()
+
+
+def test_failing_start_state_keeps_serving_in_error(procs):
+    _, port = dao_run(procs, "dao.examples:Relay", uname("rel"), "--state", "Running")
+    c = ComponentClient(port)
+    assert c.state() == "Error"
+    assert "has no stream" in c.query("error_reason")
+    c.close()
+
+
+def test_bad_class_spec_exits_with_a_message():
+    r = subprocess.run(
+        [*CLI, "run", "dao.examples:Nope", "--port", "0"],
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "cannot load dao.examples:Nope" in r.stderr
+
+
+def test_garbage_gets_failure_and_component_lives(procs):
+    _, port = dao_run(procs, "dao.examples:Counter", uname("g"))
+    c = ComponentClient(port)
+    for raw in (b"\xde\xad\xbe\xef", b"\x0a\xff", os.urandom(64)):
+        rep = c.request_raw(raw)
+        if rep.status == ReplyMessage.FAILURE:
+            assert rep.payload
+    rep = c.request_raw(b"\xde\xad\xbe\xef")
+    assert rep.status == ReplyMessage.FAILURE and "malformed" in rep.payload
+    assert c.state() == "Off"
+    c.close()
+
+
+def test_ctl_exit_codes_and_addresses(procs):
+    _, port = dao_run(procs, "dao.examples:Counter", uname("c"))
+    for addr in (str(port), f"127.0.0.1:{port}", f"tcp://127.0.0.1:{port}"):
+        assert ctl(addr, "state").stdout.strip() == "Off"
+    r = ctl(port, "QUERY", "nothing")
+    assert r.returncode == 1
+    r = ctl(free_port(), "PING", timeout=0.3)
+    assert r.returncode == 2 and "no reply" in r.stderr
+    r = ctl(port, "DUMP")
+    assert json.loads(r.stdout) == {"step": 1, "period": 0.01}
+
+
+def test_component_logs_reach_the_bus(procs):
+    with (
+        LogForwarder("tcp://127.0.0.1:0", "tcp://127.0.0.1:0") as fwd,
+        LogSubscriber(fwd.backend) as sub,
+    ):
+        name = uname("log")
+        _, port = dao_run(
+            procs, "dao.examples:Counter", name, "--log-bus", fwd.frontend, "--log-level", "TRACE"
+        )
+        c = ComponentClient(port)
+        got = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any("SETUP" in r.message for r in got):
+            c.setup("step", 2)
+            rec = sub.recv(0.1)
+            while rec is not None:
+                got.append(rec)
+                rec = sub.recv(0.01)
+        c.close()
+    assert any(r.component == name and "SETUP step=2" in r.message for r in got)
+
+
+def write_config(tmp_path, text: str) -> Path:
+    p = tmp_path / "loop.toml"
+    p.write_text(text)
+    return p
+
+
+def test_supervisor_starts_reports_and_stops(shm_dir, tmp_path):
+    a, b = uname("a"), uname("b")
+    cfg = write_config(
+        tmp_path,
+        f"""
+[[component]]
+name = "{a}"
+class = "dao.examples:Counter"
+state = "Running"
+args = {{ step = 2, period = 0.005 }}
+
+[[component]]
+name = "{b}"
+class = "dao.examples:Counter"
+port = {free_port()}
+""",
+    )
+    sup = Supervisor.from_file(cfg)
+    try:
+        sup.start_all()
+        st = {s["name"]: s for s in sup.status()}
+        assert st[a]["alive"] and st[a]["state"] == "Running"
+        assert st[b]["alive"] and st[b]["state"] == "Off"
+        assert sup.client(a).query("step") == "2"
+        # a process killed from outside is seen (restart = false: reported, not restarted)
+        os.kill(st[b]["pid"], signal.SIGKILL)
+        events = wait_for(lambda: sup.poll(), timeout=10)
+        assert f"{b} (pid {st[b]['pid']}) died" in events[0] and "-9" in events[0]
+        st2 = {s["name"]: s for s in sup.status()}
+        assert not st2[b]["alive"] and st2[b]["state"] == "dead"
+        assert st2[b]["exit_codes"] == [-9]
+        assert sup.poll() == []  # said once
+    finally:
+        codes = sup.stop_all()
+    assert codes[a] == 0  # stopped cleanly by commands + SIGTERM
+    assert codes[b] == -9
+
+
+@pytest.mark.slow
+def test_supervisor_restarts_a_dead_process(shm_dir, tmp_path):
+    name = uname("r")
+    cfg = write_config(
+        tmp_path,
+        f"""
+[[component]]
+name = "{name}"
+class = "dao.examples:Counter"
+state = "Idle"
+restart = true
+""",
+    )
+    with Supervisor.from_file(cfg) as sup:
+        pid = sup.status()[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        events = wait_for(lambda: sup.poll(), timeout=10)
+        assert "restarted as pid" in events[0]
+        st = sup.status()[0]
+        assert st["alive"] and st["pid"] != pid and st["restarts"] == 1
+        assert st["state"] == "Idle"  # driven back to its configured state
+
+
+@pytest.mark.slow
+def test_restarts_back_off_when_a_process_keeps_dying(shm_dir):
+    name = uname("b")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
+                                     "restart": True}]}, backoff=(0.4, 0.8))
+    with sup:
+        def kill_and_poll():
+            os.kill(sup.status()[0]["pid"], signal.SIGKILL)
+            return wait_for(lambda: sup.poll(), timeout=10)
+
+        assert "restarted as pid" in kill_and_poll()[0]  # the first death: at once
+        events = kill_and_poll()  # died again soon after its start: waits
+        assert "restart in 0.4 s" in events[0]
+        assert not sup.status()[0]["alive"] and sup.poll() == []
+        t0 = time.monotonic()
+        events = wait_for(lambda: sup.poll(), timeout=10)
+        assert "back-off over; restarted as pid" in events[0]
+        assert time.monotonic() - t0 > 0.3 and sup.status()[0]["alive"]
+        assert "restart in 0.8 s" in kill_and_poll()[0]  # doubled
+        assert "restart in 0.8 s" in (wait_for(lambda: sup.poll()) and kill_and_poll())[0]
+        assert sup.status()[0]["restarts"] == 3
+
+
+def test_supervisor_config_errors(tmp_path):
+    with pytest.raises(SupervisorError, match="unknown keys"):
+        Supervisor({"component": [{"name": "x", "class": "a:B", "prot": 1}]})
+    with pytest.raises(SupervisorError, match="unique"):
+        Supervisor({"component": [{"name": "x", "class": "a:B"}, {"name": "x", "class": "a:B"}]})
+    sup = Supervisor(
+        {"component": [{"name": "x", "class": "no.such.module:Thing"}]}, ready_timeout=10
+    )
+    with pytest.raises(SupervisorError, match="exited with status"):
+        sup.start_all()
+    assert sup.status()[0]["alive"] is False
+
+
+def test_timeout_error_is_a_timeout():
+    c = ComponentClient(free_port(), timeout=0.1)
+    with pytest.raises(TimeoutError):
+        c.state()
+    assert issubclass(CommandTimeout, TimeoutError)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+    except OSError:
+        return False
+    return stat[2] != "Z"
+
+
+def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
+    """A supervisor (e.g. a notebook kernel) killed with SIGKILL leaves no orphan running."""
+    name = uname("o")
+    script = tmp_path / "sup.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dao.runtime.supervisor import Supervisor\n"
+        f"sup = Supervisor({{'component': [{{'name': '{name}', "
+        "'class': 'dao.examples:Counter', 'state': 'Running', "
+        "'args': {'period': 0.01}}]})\n"
+        "sup.start_all()\n"
+        "print(sup.status()[0]['pid'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    sup = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                           env=child_environment())
+    child = 0
+    try:
+        child = int(sup.stdout.readline())
+        assert _alive(child)
+        sup.kill()
+        sup.wait(10)
+        wait_for(lambda: not _alive(child), timeout=10)
+    finally:
+        sup.kill()
+        sup.stdout.close()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
