@@ -241,7 +241,9 @@ class PairResult:
 
     def latency_us(self, q: float) -> float:
         """Wake-up latency percentile ``q`` (0-100), in microseconds."""
-        return float(np.percentile(self.latency_ns, q) / 1e3) if len(self.latency_ns) else 0.0
+        from dao.latency import percentiles
+
+        return percentiles(self.latency_ns, (q,))[0] / 1e3 if len(self.latency_ns) else 0.0
 
 
 def run_pair(

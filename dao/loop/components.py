@@ -49,22 +49,22 @@ SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", 
 
 
 def label_streams(streams: dict[str, Any], psf_sampling: float) -> None:
-    """Label the loop's streams (by role) for their xarray views, histories and recordings.
+    """Label the loop's streams, named by role, for their xarray views, histories and recordings.
 
     Vectors (stored ``(n, 1)`` for C consumers) are labelled as vectors: ``slope``,
     ``actuator``, and ``field`` with the column names for the ``frames`` and ``science`` logs;
     the ``psf`` image has ``y``/``x`` in ``lambda / D`` from its centre.
     """
     s = streams
-    s["wfs_image"].set_labels(("y", "x"))
-    s["slopes"].set_labels(("slope",))
-    s["dm_command"].set_labels(("actuator",), attrs={"units": "m of OPD"})
-    s["frames"].set_labels(("field",), coords={"field": list(FRAMES_FIELDS)})
-    s["science"].set_labels(("field",), coords={"field": list(SCIENCE_FIELDS)})
+    s["wfs_image"].set_labels(("y", "x"), name="wfs_image")
+    s["slopes"].set_labels(("slope",), name="slopes")
+    s["dm_command"].set_labels(("actuator",), attrs={"units": "m of OPD"}, name="dm_command")
+    s["frames"].set_labels(("field",), coords={"field": list(FRAMES_FIELDS)}, name="frames")
+    s["science"].set_labels(("field",), coords={"field": list(SCIENCE_FIELDS)}, name="science")
     ny, nx = s["psf"].shape
     s["psf"].set_labels(("y", "x"), coords={"y": (np.arange(ny) - ny // 2) / psf_sampling,
                                             "x": (np.arange(nx) - nx // 2) / psf_sampling},
-                        attrs={"units": "Strehl", "coordinate_units": "lambda/D"})
+                        attrs={"units": "Strehl", "coordinate_units": "lambda/D"}, name="psf")
 
 
 def _open_output(comp: Component, key: str):

@@ -48,7 +48,7 @@ def test_history_has_frame_counter_and_time(name):
         s.set_data(np.full((2, 3), k, np.float32))
     h = s.history_xarray(5)
     assert h.dims == ("frame", "axis", "subaperture")
-    assert h["cnt0"].values.tolist() == [7, 8, 9, 10, 11]
+    assert h["cnt0"].values.tolist() == [6, 7, 8, 9, 10]
     assert h["time"].dtype == np.dtype("datetime64[ns]")
     assert bool((h["time"] >= t0).all()) and bool((h["time"].diff("frame") >= 0).all())
     assert h.sel(axis="y").values[:, 0].tolist() == [5, 6, 7, 8, 9]
@@ -71,3 +71,22 @@ def test_labels_removed_with_stream(name):
     assert os.path.exists(side)
     s.delete()
     assert not os.path.exists(side)
+
+
+def test_vector_stored_for_c_is_labelled_as_a_vector(name):
+    """An ``(n, 1)`` stream (the shape the DAO C library opens) labelled with one dim is seen,
+    recorded and replayed as an ``(n,)`` vector."""
+    s = dao.shm(name, np.zeros((4, 1), np.float32), depth=8)
+    s.set_labels(("actuator",), coords={"actuator": [10, 11, 12, 13]}, attrs={"units": "m"})
+    for k in range(3):
+        s.set_data(np.arange(4, dtype=np.float32).reshape(4, 1) + k, cnt2=100 + k)
+    v = dao.shm(name).to_xarray()
+    assert v.dims == ("actuator",) and v.sel(actuator=12).item() == 4.0
+    h = s.history_xarray()
+    assert h.dims == ("frame", "actuator") and h.shape == (3, 4)
+    assert h["cnt2"].values.tolist() == [100, 101, 102]
+    with pytest.raises(ValueError, match="one name per axis"):
+        s.set_labels(("a", "b", "c"))
+    w = dao.shm(name + "w", np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="one name per axis"):
+        w.set_labels(("actuator",))  # the last axis is not of length 1

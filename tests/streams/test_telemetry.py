@@ -60,7 +60,7 @@ def test_100k_frames_at_top_rate_without_loss(name, stream_dir):
     out = os.path.join(stream_dir, "rec.nc")
     res = _run(s.path, n, 0.0, out, chunk=1024)
     assert res.frames[name] == n and res.lost[name] == 0
-    _check_file(out, name, n, 2)
+    _check_file(out, name, n, 1)
 
 
 def test_paced_writer_small_depth_no_loss(name, stream_dir):
@@ -69,7 +69,7 @@ def test_paced_writer_small_depth_no_loss(name, stream_dir):
     out = os.path.join(stream_dir, "paced.nc")
     res = _run(s.path, n, 1e-4, out, chunk=256)  # 10 kHz camera
     assert res.frames[name] == n and res.lost[name] == 0
-    _check_file(out, name, n, 2)
+    _check_file(out, name, n, 1)
 
 
 def test_losses_are_counted_when_lapped(name, stream_dir):
@@ -81,8 +81,8 @@ def test_losses_are_counted_when_lapped(name, stream_dir):
     assert res.frames[name] + res.lost[name] == n  # every frame is either on disk or counted
     ds = telemetry.open_recording(out)[name]
     cnt = ds["cnt0"].values
-    assert np.all(np.diff(cnt) > 0) and cnt[-1] == n + 1
-    assert np.array_equal(ds[name].values[:, 0, 0], (cnt - 2).astype(np.float32))
+    assert np.all(np.diff(cnt) > 0) and cnt[-1] == n
+    assert np.array_equal(ds[name].values[:, 0, 0], (cnt - 1).astype(np.float32))
     ds.close()
 
 
@@ -109,7 +109,7 @@ def test_other_formats(name, stream_dir, suffix):
         with fits.open(out) as h:
             cube = h[name.upper()].data
             assert cube.shape == (100, 4, 5) and cube[:, 1, 2].tolist() == list(range(100))
-            assert h[name.upper() + "_T"].data["CNT0"].tolist() == list(range(2, 102))
+            assert h[name.upper() + "_T"].data["CNT0"].tolist() == list(range(1, 101))
 
 
 def test_two_streams_recorded_and_aligned(name, stream_dir):
@@ -158,3 +158,25 @@ def test_bad_output_name(name):
     s = dao.shm(name, np.zeros(2, np.float32))
     with pytest.raises(ValueError, match=".nc"):
         telemetry.Recorder(s, "/tmp/whatever.txt")
+
+
+def test_write_history_is_a_recording_of_what_the_fifos_hold(name, stream_dir):
+    """One writer, one schema: a stream's history written now reads back as a recording would,
+    groups named as asked, with cnt0, cnt2 and time."""
+    s = dao.shm(name, np.zeros((3, 1), np.float64), depth=16)
+    s.set_labels(("field",), coords={"field": ["a", "b", "c"]})
+    for k in range(20):
+        s.set_data(np.full((3, 1), k, np.float64), cnt2=1000 + k)
+    empty = dao.shm(name + "e", np.zeros(2, np.int32), depth=4)
+    out = os.path.join(stream_dir, "hist.nc")
+    res = telemetry.write_history({"log": s, "empty": empty}, out)
+    assert res.frames == {"log": 16, "empty": 0}
+    rec = telemetry.open_recording(out)
+    ds = rec["log"]
+    assert ds[name].dims == ("frame", "field") and ds.sizes["frame"] == 16
+    assert ds["cnt0"].values.tolist() == list(range(5, 21))
+    assert ds["cnt2"].values.tolist() == list(range(1004, 1020))
+    assert ds[name].sel(field="b").values.tolist() == list(map(float, range(4, 20)))
+    assert rec["empty"].sizes["frame"] == 0
+    for d in rec.values():
+        d.close()
