@@ -10,8 +10,9 @@ Figures (JSON lines, see ``benchmarks/_report.py``):
   (``dao run``), beside a bare ZeroMQ REQ/REP echo in another process;
 - ``component_wake_p50`` / ``component_wake_to_output_p50`` / ``..._p99``: a
   :class:`dao.examples.Relay` in another process, from the input frame's write timestamp to the
-  component's wake-up and to its output written, beside the stream's raw wake-up latency
-  (:func:`dao.testing.run_pair`, a bare reader process).
+  component's wake-up (``start_ns`` of its timing record) and to the end of its processing
+  (``end_ns``), beside the stream's raw wake-up latency (:func:`dao.testing.run_pair`, a bare
+  reader process). All percentiles: :func:`dao.latency.percentiles`.
 
 Run: ``python benchmarks/runtime.py [--quick]`` (``--quick`` finishes in under 60 s).
 """
@@ -79,9 +80,9 @@ def bench_rtthread(seconds: float, period: float = 1e-3) -> None:
     emit("rtthread_jitter_std", ours.std() * us, "us", base.std() * us, **extra)
     emit(
         "rtthread_jitter_p99",
-        np.percentile(np.abs(ours - period), 99) * us,
+        percentiles(np.abs(ours - period), (99,))[0] * us,
         "us",
-        np.percentile(np.abs(base - period), 99) * us,
+        percentiles(np.abs(base - period), (99,))[0] * us,
         **extra,
     )
     emit(
@@ -239,16 +240,16 @@ def bench_component(n: int, period: float = 1e-3) -> None:
                 sleep_until(nxt)
                 frame.fill(k + 1)
                 src.set_data(frame)
-                t_in = src.get_timestamp_ns() * 1e-9
+                t_in = src.get_timestamp_ns()
                 cnt = src.get_counter()
-                try:
+                try:  # the timing record: input_cnt0, start_ns, end_ns, frame_id (int64)
                     row = timing.get_data(check=True, timeout=1.0)[:, 0]
                 except dao.StreamTimeout:
                     continue
-                if int(row[3]) != cnt or k < 50:
+                if int(row[0]) != cnt or k < 50:
                     continue
-                wake.append((row[0] - t_in) * 1e6)
-                out.append((row[1] - t_in) * 1e6)
+                wake.append((int(row[1]) - t_in) * 1e-3)
+                out.append((int(row[2]) - t_in) * 1e-3)
             timing.close()
             c.close()
         finally:

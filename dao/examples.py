@@ -6,6 +6,10 @@
   smallest stream-driven component; used to measure wake-to-output latency).
 - :class:`Faulty` is a Counter whose ``process`` raises when the count reaches ``fail_at``,
   to try Error and Recover.
+
+Watch one from another shell: ``dao events 5555`` prints its state changes, parameter changes,
+errors and a heartbeat a second (iteration rate, p50/p99 processing time) as JSON lines; and
+``dao ctl 5555 EXEC Init`` drives it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,12 @@ class Counter(Component):
     >>> from dao.examples import Counter
     >>> c = Counter("demo_counter", period=1e-3)   # doctest: +SKIP
     >>> c.goto("Running")                          # doctest: +SKIP
+    <State.RUNNING: 'Running'>
     >>> c.counter.get_data()                       # doctest: +SKIP
     array([[42]])
+    >>> st = c.goto("Off", wait=False)             # doctest: +SKIP
+    >>> st.wait(5)                                 # doctest: +SKIP
+    <State.OFF: 'Off'>
     """
 
     counter = Output((1, 1), np.int64, doc="the count (a (1, 1) array: C readers refuse 1-D)")

@@ -241,7 +241,7 @@ class PairResult:
 
     def latency_us(self, q: float) -> float:
         """Wake-up latency percentile ``q`` (0-100), in microseconds."""
-        from dao.latency import percentiles
+        from dao.runtime.timing import percentiles
 
         return percentiles(self.latency_ns, (q,))[0] / 1e3 if len(self.latency_ns) else 0.0
 

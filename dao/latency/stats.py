@@ -1,9 +1,6 @@
-"""Measured timing statistics: percentiles, and per-stage latencies of a pipeline of streams.
-
-Every timing in ``dao`` is an integer count of nanoseconds of CLOCK_REALTIME, the clock of the
-streams' write timestamps, so the times a component records and the times its output frames
-carry compare directly.
-"""
+"""Measured timing statistics: per-stage latencies of a pipeline of streams, and the
+percentile helper (:func:`percentiles`, defined with the timing record in
+:mod:`dao.runtime.timing`, the lowest layer that needs it)."""
 
 from __future__ import annotations
 
@@ -12,26 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from dao.runtime.timing import percentiles, summary
 from dao.streams.frames import Frames
 
 __all__ = ["percentiles", "summary", "frame_times", "pipeline_latency"]
-
-
-def percentiles(samples: Any, qs: Sequence[float] = (50, 99, 99.9)) -> list[float]:
-    """Percentiles ``qs`` (0-100) of ``samples``, as floats; NaN for each if there is none.
-
-    The one helper for the runtime's timing, the loop report and the benchmarks.
-    """
-    a = np.asarray(samples, dtype=np.float64).ravel()
-    if a.size == 0:
-        return [float("nan")] * len(qs)
-    return [float(v) for v in np.percentile(a, list(qs))]
-
-
-def summary(prefix: str, seconds: Any) -> dict[str, float]:
-    """``{prefix}_p50_s`` and ``{prefix}_p99_s`` of a sample of durations in seconds."""
-    p50, p99 = percentiles(seconds, (50, 99))
-    return {f"{prefix}_p50_s": p50, f"{prefix}_p99_s": p99}
 
 
 def frame_times(frames: Frames) -> dict[int, int]:

@@ -14,6 +14,16 @@ scripted run behind ``dao demo``. Starting an :class:`AOLoop`
 3. starts the components (:mod:`dao.loop.components`: bench camera, slopes, controller), each
    in its own process under a :class:`dao.Supervisor`, with the loop open (gain 0).
 
+Each component keeps its per-frame timing records in its ``<name>_timing_<tag>`` stream
+(:data:`dao.runtime.TIMING_FIELDS`: input counter, start and end in ns of CLOCK_REALTIME, frame
+number; :meth:`AOLoop.timing`), and publishes its events (:meth:`AOLoop.subscribe`).
+
+Long calls do not have to block a notebook: ``start(wait=False)`` (calibration included) and
+``expose(n, wait=False)`` return a :class:`dao.runtime.Status` at once (``wait(timeout)``,
+``done``, ``progress``, ``add_callback``). A component process that dies is reported at once:
+:meth:`AOLoop.wait` (so :meth:`AOLoop.expose`) and every command raise ``RuntimeError`` naming
+it.
+
 Then ``loop.gain = 0.4`` closes it (over the command protocol, while it runs),
 :meth:`AOLoop.expose` measures a long exposure on the science camera, :meth:`AOLoop.science`
 gives the short-exposure Strehl frame by frame, :meth:`AOLoop.psf` the long-exposure image,
@@ -37,6 +47,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import tomllib
 import weakref
@@ -140,7 +151,10 @@ class AOLoop:
         self._running = False
         self._owned: dict[str, Any] = {"supervisor": None}
         self._finalizer = None
+        self._starting: threading.Thread | None = None
+        self._status = None
         self.folder = ""
+        self.timing_streams: dict[str, str] = {}
 
     # -- life cycle ------------------------------------------------------------------------
     @property
@@ -148,35 +162,71 @@ class AOLoop:
         """The component processes are up."""
         return self._running
 
-    def start(self) -> AOLoop:
+    def start(self, wait: bool = True):
         """Calibrate, create the streams, start the components; the loop runs open.
 
-        Returns this loop once the camera has produced its first frames.
+        Parameters
+        ----------
+        wait : bool
+            Block until the camera has produced its first frames and return this loop;
+            False: return a :class:`dao.runtime.Status` at once, the start going on in a
+            thread (``progress``: the phase, as a fraction and a message; result: this loop;
+            the other methods say "still starting" until it is done).
 
         Raises
         ------
         RuntimeError
-            Already started, or a component process died while starting.
+            Already started, or a component process died while starting (with ``wait=False``:
+            raised by the status's ``wait``).
         """
+        from dao.runtime.status import Status
+
         if self._finalizer is not None:
             raise RuntimeError("this AOLoop was already started: make a new one")
         cfg = self.config
         self.folder = tempfile.mkdtemp(prefix="daoloop", dir="/tmp")
         # semaphores are named by the stream's base name alone (as in the DAO C library), so
         # two loops on one machine need different names: default names get this loop's tag
-        tag = os.path.basename(self.folder)[len("daoloop"):][:6]
+        tag = self._tag = os.path.basename(self.folder)[len("daoloop"):][:6]
         default = tomllib.loads(DEFAULT_CONFIG)["streams"]
         cfg["streams"] = {k: f"{v}_{tag}" if v == default.get(k) else v
                           for k, v in cfg["streams"].items()}
         self._finalizer = weakref.finalize(self, _release, self._owned, self.streams,
                                            self.folder)
+        if wait:
+            return self._start_all(None)
+        st = Status("AOLoop start")
+
+        def main() -> None:
+            try:
+                st.set_finished(self._start_all(st))
+            except BaseException as exc:  # noqa: BLE001 - handed to the status
+                st.set_exception(exc)
+            finally:
+                self._starting = None
+
+        self._status = st
+        self._starting = threading.Thread(target=main, name="aoloop-start", daemon=True)
+        self._starting.start()
+        return st
+
+    def _start_all(self, status) -> AOLoop:
+        self._status = status
         try:
-            self._start(cfg)
+            self._start(self.config)
         except BaseException:
             self.close()
             raise
         self.gain_log.append((self.frame, 0.0))
+        self._phase(1.0, "running (loop open)", say=False)
         return self
+
+    def _phase(self, fraction: float, message: str, say: bool = True) -> None:
+        """Report a phase of start: to ``progress`` (if ``say``) and to the start status."""
+        if say:
+            self._say(message)
+        if self._status is not None and not self._status.done:
+            self._status.set_progress(fraction, message)
 
     def _start(self, cfg: dict[str, Any]) -> None:
         from dao.loop.components import FRAMES_FIELDS, SCIENCE_FIELDS, label_streams
@@ -186,7 +236,7 @@ class AOLoop:
         run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         cal_path = os.path.join(self.folder, "calibration.npz")
         n = cfg["bench"]["n_subap"]
-        self._say(f"calibrating {n}x{n} {cfg['sensor']['type']}")
+        self._phase(0.0, f"calibrating {n}x{n} {cfg['sensor']['type']}")
         cal = self.calibration = calibrate(cfg, cal_path)
         depth = int(run.get("history_frames") or 8192)
         every = int(cfg["science"]["every"])
@@ -208,11 +258,12 @@ class AOLoop:
             psf=shm(path["psf"], np.zeros(cal["psf_shape"], np.float32), depth=psf_depth),
         )
         label_streams(self.streams, psf_sampling=float(cal["psf_sampling"]))
-        # no <name>_timing streams: the frame log has the loop's timing, and two loops'
-        # components would share those names
-        common = {"calibration": cal_path, "timing_depth": 0}
+        # per-frame timing records of each component: <name>_timing_<tag> (semaphore names
+        # are machine-wide, so two loops' components need different names)
+        self.timing_streams = {k: f"{comps[k]['name']}_timing_{self._tag}" for k in ROLES}
+        common = {"calibration": cal_path, "timing_depth": depth}
         spec = {
-            "camera": {"bench": bench_arguments(cfg), "timing_depth": 0,
+            "camera": {"bench": bench_arguments(cfg), "timing_depth": depth,
                        "command_timeout": float(run["command_timeout"]),
                        "science_every": every,
                        "streams": {k: names[k] for k in ("dm_command", "wfs_image", "frames",
@@ -223,6 +274,8 @@ class AOLoop:
                            "streams": {"slopes": names["slopes"],
                                        "dm_command": names["dm_command"]}},
         }
+        for k in ROLES:
+            spec[k]["streams"]["timing"] = self.timing_streams[k]
         env = {"DAO_SHM_DIR": self.folder}
         sup = self.supervisor = self._owned["supervisor"] = Supervisor(
             {"component": [{"name": comps[k]["name"], "class": comps[k]["class"],
@@ -230,8 +283,10 @@ class AOLoop:
                             "log_level": "WARNING"} for k in ROLES]},
             ready_timeout=float(run["ready_timeout"]), command_timeout=10.0)
         self._running = True
-        self._say("starting the components: " + ", ".join(c["name"] for c in comps.values()))
+        self._phase(0.6, "starting the components: "
+                    + ", ".join(c["name"] for c in comps.values()))
         sup.start_all()
+        self._phase(0.9, "running the components", say=False)
         for k in ROLES:
             self.client(k).run()
         self.wait(20)
@@ -271,14 +326,56 @@ class AOLoop:
 
     # -- control ---------------------------------------------------------------------------
     def client(self, role: str):
-        """The :class:`dao.ComponentClient` of ``role``: camera, slopes or controller."""
+        """The :class:`dao.ComponentClient` of ``role``: camera, slopes or controller.
+
+        Raises
+        ------
+        RuntimeError
+            The loop is not running, or that component's process has died (named, with its
+            exit status).
+        """
         self._check_running()
-        return self.supervisor.client(self.config["components"][role]["name"])
+        name = self.config["components"][role]["name"]
+        self._check_alive([name])
+        return self.supervisor.client(name)
 
     def _check_running(self) -> None:
+        starting = self._starting
+        if starting is not None and threading.current_thread() is not starting:
+            raise RuntimeError("the loop is still starting: wait for the status that "
+                               "start(wait=False) returned")
         if not self.running:
             raise RuntimeError("the loop is not running: call start() (or use a new AOLoop "
                                "after close())")
+
+    def _check_alive(self, names: list[str] | None = None) -> None:
+        """Raise RuntimeError naming the loop's component processes that have died."""
+        sup = self.supervisor
+        if sup is None:
+            return
+        roles = {c["name"]: r for r, c in self.config["components"].items()}
+        dead = [h for h in sup.health()
+                if not h["alive"] and h["pid"] is not None and not h["stopping"]
+                and (names is None or h["component"] in names)]
+        if dead:
+            raise RuntimeError("the loop stopped, a component process died: " + "; ".join(
+                f"{h['component']} ({roles.get(h['component'], '?')}, pid {h['pid']}) exited "
+                f"with status {h['last_exit_code']}"
+                for h in dead))
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each component process's health (see :meth:`dao.Supervisor.health`)."""
+        self._check_running()
+        return self.supervisor.health()
+
+    def subscribe(self, role: str | None = None, kinds=None, timeout: float = 5.0):
+        """Subscribe to the events of component ``role`` (state, parameters, errors,
+        heartbeats with its rate and timing), or, with no role, to the supervisor's health
+        events of all three (see :mod:`dao.runtime.events`)."""
+        self._check_running()
+        if role is None:
+            return self.supervisor.subscribe(kinds=kinds, timeout=timeout)
+        return self.client(role).subscribe(kinds=kinds, timeout=timeout)
 
     @property
     def frame(self) -> int:
@@ -315,26 +412,32 @@ class AOLoop:
         TimeoutError
             Not reached within ``timeout`` seconds (default: 60 s plus 50 ms a frame).
         RuntimeError
-            A component process died or went to its Error state (the reason is given).
+            A component process died (named at once, with its exit status) or went to its
+            Error state (the reason is given).
         """
+        return self._wait(frames, timeout, None)
+
+    def _wait(self, frames: int, timeout: float | None, status) -> int:
         self._check_running()
         fr = self.streams["frames"]
-        target = int(fr.get_counter()) + int(frames)
+        start = int(fr.get_counter())
+        target = start + int(frames)
         timeout = 60.0 + 0.05 * frames if timeout is None else timeout
         now = time.monotonic()
         deadline, last, t_last = now + timeout, -1, now
         while (n := int(fr.get_counter())) < target:
+            self._check_alive()
             now = time.monotonic()
             if n != last:
                 last, t_last = n, now
+                if status is not None:
+                    status.set_progress((n - start) / max(1, target - start),
+                                        f"frame {n} of {target}")
             elif now - t_last > 1.0:  # stalled: is a component in Error?
                 self._check_components()
                 t_last = now
             if now > deadline:
                 raise TimeoutError(f"the loop reached frame {n} of {target} in {timeout:.0f} s")
-            dead = self.supervisor.poll()
-            if dead:
-                raise RuntimeError("; ".join(dead))
             time.sleep(0.01)
         return n
 
@@ -349,8 +452,17 @@ class AOLoop:
         if errors:
             raise RuntimeError("the loop stopped, a component failed: " + "; ".join(errors))
 
-    def expose(self, frames: int) -> dict[str, Any]:
+    def expose(self, frames: int, wait: bool = True):
         """A long exposure of the science camera over the next ``frames`` frames.
+
+        Parameters
+        ----------
+        frames : int
+            Camera frames to expose for.
+        wait : bool
+            Block until done and return the result; False: return a
+            :class:`dao.runtime.Status` at once (``progress``: the fraction of the frames
+            done; result: the dict below).
 
         Returns
         -------
@@ -360,10 +472,46 @@ class AOLoop:
             ``science.every`` frames), ``frame``, ``time`` (simulated s), ``late`` (frames
             whose command came too late).
         """
+        if not wait:
+            from dao.runtime.status import Status
+
+            self._check_running()
+            return Status.run(lambda st: self._expose(frames, st),
+                              name=f"expose {frames} frames")
+        return self._expose(frames, None)
+
+    def _expose(self, frames: int, status) -> dict[str, Any]:
         cam = self.client("camera")
         cam.other("science_reset")
-        self.wait(frames)
+        self._wait(frames, None, status)
         return json.loads(cam.other("science"))
+
+    def timing(self, role: str, frames: int | None = None) -> dict[str, np.ndarray]:
+        """The per-frame timing records of component ``role`` (its timing stream's history).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            One int64 array per field of :data:`dao.runtime.TIMING_FIELDS` (``input_cnt0``,
+            ``start_ns``, ``end_ns``, ``frame_id``: the camera frame number), oldest first,
+            plus ``processing_ns`` (``end_ns - start_ns``).
+        """
+        from dao.runtime.component import TIMING_FIELDS
+        from dao.streams import shm
+
+        if role not in self.timing_streams:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(self.timing_streams)}"
+                             if self.timing_streams else "the loop was not started")
+        s = self.streams.get(f"timing_{role}")
+        if s is None:
+            s = self.streams[f"timing_{role}"] = shm(
+                os.path.join(self.folder, f"{self.timing_streams[role]}.im.shm"))
+        have = s.frames_available
+        n = have if frames is None else min(int(frames), have)
+        rows = s.get_history(n)[:, :, 0] if n else np.zeros((0, len(TIMING_FIELDS)), np.int64)
+        out = {f: rows[:, i].copy() for i, f in enumerate(TIMING_FIELDS)}
+        out["processing_ns"] = out["end_ns"] - out["start_ns"]
+        return out
 
     # -- measurements ----------------------------------------------------------------------
     def science(self, frames: int | None = None):

@@ -17,6 +17,10 @@ Three components, each run in its own process by :mod:`dao.loop`:
 - :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
   the published parameter ``gain`` (changeable while running), writes ``dm_command``.
 
+Each keeps the per-frame timing records of every component (:data:`dao.runtime.TIMING_FIELDS`,
+int64 ns of CLOCK_REALTIME) in its timing stream, with the camera frame number as ``frame_id``
+(the camera's record spans its wait for the previous frame's command and the bench step).
+
 Streams are created beforehand by :class:`dao.loop.AOLoop`, which knows their shapes from the
 calibration (vectors are ``(n, 1)``, a shape the DAO C library opens too), and named in each
 component's ``streams`` config; the calibration (control matrix, slope estimator) is the
@@ -139,6 +143,7 @@ class BenchCamera(Component):
             self._wait_command(b.frame_number)
         with self.lock:
             img, n = b.step(self.command)
+            self.frame_id = n  # the frame number in this frame's timing record
             self.wfs.set_data(img, cnt2=n)
             row = self._frames_row
             row[0, 0], row[1, 0], row[2, 0] = n, self.wfs.get_timestamp_ns(), self.late

@@ -1,22 +1,27 @@
-"""Command-line entry points of the runtime: ``dao run``, ``dao ctl``, ``dao supervise`` and
-``dao logs``.
+"""Command-line entry points of the runtime: ``dao run``, ``dao ctl``, ``dao events``,
+``dao supervise`` and ``dao logs``.
 
 Each ``add_*_parser(subparsers)`` adds one subcommand to an :mod:`argparse` sub-parser set and
 binds its handler as ``func`` (``args.func(args)`` returns the exit status). The module also runs
 on its own: ``python -m dao.runtime.cli run dao.examples:Counter --port 5555``.
 
-- ``dao run MODULE:CLASS --port PORT [--name NAME] [--config FILE|JSON] [--state STATE]``:
-  run one component in this process until SIGTERM/SIGINT, serving commands on PORT.
+- ``dao run MODULE:CLASS --port PORT [--events-port PORT] [--name NAME] [--config FILE|JSON]
+  [--state STATE]``: run one component in this process until SIGTERM/SIGINT, serving commands
+  on PORT and publishing events (by default on PORT + 1 when free).
 - ``dao ctl ADDRESS COMMAND [PAYLOAD]``: send one command, print the reply payload; exit 0 on
   SUCCESS, 1 on FAILURE, 2 on timeout.
+- ``dao events ADDRESS``: print a component's events (state changes, parameter changes,
+  errors, heartbeats), one JSON object per line, until Ctrl-C; ``--direct`` for an event
+  address itself (a supervisor's health events).
 - ``dao supervise CONFIG.toml``: start the components of a config file, watch them, stop them
-  all on SIGTERM/SIGINT.
+  all on SIGTERM/SIGINT; prints where its health events are published.
 - ``dao logs [ADDRESS]``: print the records of the log bus.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -29,11 +34,13 @@ from typing import Any
 __all__ = [
     "add_run_parser",
     "add_ctl_parser",
+    "add_events_parser",
     "add_supervise_parser",
     "add_logs_parser",
     "add_runtime_parsers",
     "cmd_run",
     "cmd_ctl",
+    "cmd_events",
     "cmd_supervise",
     "cmd_logs",
     "load_class",
@@ -88,6 +95,12 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("cls", metavar="MODULE:CLASS", help="e.g. dao.examples:Counter")
     p.add_argument(
         "--port", type=int, required=True, help="command port (0: any free port, printed on stdout)"
+    )
+    p.add_argument(
+        "--events-port",
+        type=int,
+        default=None,
+        help="event port (default: the command port + 1 if free, else any; 0: any free port)",
     )
     p.add_argument("--name", help="component name (default: the class name in lower case)")
     p.add_argument(
@@ -151,11 +164,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     _stop_with_parent()
     try:
-        server = comp.serve(args.port, args.host)
+        server = comp.serve(args.port, args.host, events_port=args.events_port)
     except Exception as exc:  # noqa: BLE001
         log.error("%s", exc)
         return 1
-    print(f"dao run: {name} ({args.cls}) pid {os.getpid()} serving {server.address}", flush=True)
+    events = comp.events.address if comp.events is not None else "none"
+    print(
+        f"dao run: {name} ({args.cls}) pid {os.getpid()} serving {server.address}, "
+        f"events {events}",
+        flush=True,
+    )
     try:
         if args.state != "Off":
             try:
@@ -230,6 +248,80 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- dao events ---------------------------------------------------------------------------------
+def add_events_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``events``: print the events of a component (or of a supervisor)."""
+    from dao.runtime.events import EVENT_KINDS
+
+    p = subparsers.add_parser(
+        "events",
+        help="print a component's events (state, parameters, errors, heartbeats) as JSON lines",
+        description="Subscribe to the events of the component whose command address is "
+        "ADDRESS (its event address is asked with QUERY events_address) and print each as one "
+        "JSON object per line until Ctrl-C. The current state comes first. Examples: "
+        "dao events 5555; dao events 5555 --kind state --kind error; "
+        "dao events --direct tcp://127.0.0.1:5600 (a supervisor's health events).",
+    )
+    p.add_argument("address", help="command PORT, HOST:PORT or tcp://HOST:PORT (as dao ctl)")
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="ADDRESS is an event address itself (e.g. what dao supervise prints)",
+    )
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=list(EVENT_KINDS),
+        help="print only this kind (repeatable; default all)",
+    )
+    p.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="wait for the component to answer, s"
+    )
+    p.set_defaults(func=cmd_events)
+    return p
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Handler of ``dao events``: exit 0 on Ctrl-C or SIGTERM, 2 if nothing answers."""
+    from dao.runtime.command import CommandFailed, CommandTimeout
+    from dao.runtime.events import EventError, EventTimeout, subscribe
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        sub = subscribe(
+            args.address, direct=args.direct, kinds=args.kind, timeout=args.timeout, wait=False
+        )
+    except (CommandTimeout, CommandFailed, EventTimeout, ValueError) as exc:
+        print(f"dao events: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    n = 0
+    try:
+        with sub:
+            while not args.count or n < args.count:
+                try:
+                    ev = sub.get(0.5)
+                except EventError as exc:
+                    print(f"dao events: {exc}", file=sys.stderr, flush=True)
+                    continue
+                if ev is None:
+                    continue
+                print(json.dumps(ev), flush=True)
+                n += 1
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # e.g. piped into head
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
+    return 0
+
+
 # -- dao supervise ------------------------------------------------------------------------------
 def add_supervise_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``supervise``: start and watch the components of a TOML file."""
@@ -259,6 +351,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     try:
         sup.start_all()
         print(json.dumps(sup.status(), indent=1), flush=True)
+        print(f"health events at {sup.events_address} (dao events --direct "
+              f"{sup.events_address})", flush=True)
         while not stop.wait(args.interval):
             for event in sup.poll():
                 print(event, flush=True)
@@ -310,15 +404,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def add_runtime_parsers(subparsers: Any) -> None:
-    """Add ``run``, ``ctl``, ``supervise`` and ``logs``."""
+    """Add ``run``, ``ctl``, ``events``, ``supervise`` and ``logs``."""
     add_run_parser(subparsers)
     add_ctl_parser(subparsers)
+    add_events_parser(subparsers)
     add_supervise_parser(subparsers)
     add_logs_parser(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dao.runtime.cli {run,ctl,supervise,logs} ...``."""
+    """``python -m dao.runtime.cli {run,ctl,events,supervise,logs} ...``."""
     parser = argparse.ArgumentParser(prog="dao", description="dao runtime commands")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_runtime_parsers(sub)

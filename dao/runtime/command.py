@@ -26,6 +26,9 @@ import zmq
 
 from dao.errors import DaoError
 from dao.proto import dao_pb2
+from dao.runtime.state import Event, parse_state
+from dao.runtime.state import path as state_path
+from dao.runtime.status import Status
 
 __all__ = [
     "COMMANDS",
@@ -394,6 +397,63 @@ class ComponentClient:
     def other(self, payload: str = "") -> str:
         """OTHER: the component's user hook."""
         return self.call("OTHER", payload)
+
+    def goto(
+        self, state: str, wait: bool = True, timeout: float | None = None
+    ) -> str | Status:
+        """Drive the component to ``state`` with the events of :func:`dao.runtime.state.path`
+        from its current state (asked with STATE).
+
+        Parameters
+        ----------
+        state : str
+            ``"Off"``, ``"Standby"``, ``"Idle"``, ``"Running"`` (``"Error"``: OnFailure).
+        wait : bool
+            Block until there and return the state name; False: return a
+            :class:`~dao.runtime.status.Status` at once (progress: the fraction of the events
+            sent; result: the state name).
+        timeout : float, optional
+            Reply timeout of each command, in seconds (default: the client's).
+
+        Raises
+        ------
+        ValueError
+            ``state`` is not a state name.
+        CommandFailed
+            An event was refused (e.g. a hook failed: the component is in Error).
+        CommandTimeout
+            The component did not answer.
+        """
+        tgt = parse_state(state)
+
+        def op(status: Status | None) -> str:
+            steps = state_path(self.call("STATE", "", timeout), tgt)
+            here = ""
+            for i, ev in enumerate(steps):
+                if status is not None:
+                    status.set_progress(i / len(steps), f"EXEC {ev.value}")
+                payload = ev.value
+                if ev is Event.ON_FAILURE:
+                    payload += f" goto({tgt.value}) requested"
+                here = self.exec(payload, timeout)
+            return here or tgt.value
+
+        if wait:
+            return op(None)
+        return Status.run(op, name=f"{self.address} to {tgt.value}")
+
+    def events_address(self, timeout: float | None = None) -> str:
+        """The component's event address (``QUERY events_address``, see
+        :mod:`dao.runtime.events`)."""
+        from dao.runtime.events import events_address
+
+        return events_address(self.address, self.timeout if timeout is None else timeout)
+
+    def subscribe(self, kinds: Any = None, timeout: float = 5.0, wait: bool = True):
+        """Subscribe to the component's events (see :func:`dao.runtime.events.subscribe`)."""
+        from dao.runtime.events import subscribe
+
+        return subscribe(self.address, kinds=kinds, timeout=timeout, wait=wait)
 
     def wait_ready(self, timeout: float = 10.0) -> int:
         """PING until the component answers (for a process just started); return its pid."""

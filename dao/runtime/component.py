@@ -27,10 +27,29 @@ A component is subclassed in a few lines::
 Conventions (Durham): static configuration is loaded at Init, resources (streams, buffers) are
 allocated at Enable, the processing thread runs only in Running. An exception in
 :meth:`Component.process` moves the component to Error with the traceback as reason;
-``Recover`` brings it back to Idle. Each iteration's timing is written to the FIFO stream
-``<name>_timing`` (float64 ``[t_wake, t_done, duration, input_cnt0]`` as a ``(4, 1)`` array,
-the shape the DAO C library opens; times in seconds since the epoch, duration in seconds) so it
-can be watched and recorded like any other stream.
+``Recover`` brings it back to Idle.
+
+Timing: each iteration writes one record to the FIFO stream ``<name>_timing``, an int64
+``(4, 1)`` array (the shape the DAO C library opens) whose rows are :data:`TIMING_FIELDS`:
+
+====== ============== ====================================================================
+row    field          meaning
+====== ============== ====================================================================
+0      ``input_cnt0`` the trigger input's counter (cnt0) of the frame processed; free-running:
+                      the iteration number
+1      ``start_ns``   when processing started (just after the wake-up), ns of CLOCK_REALTIME
+2      ``end_ns``     when :meth:`Component.process` returned, ns of CLOCK_REALTIME
+3      ``frame_id``   the trigger frame's id (its cnt2, the source frame number); free-running:
+                      what ``process()`` put in ``self.frame_id``, else -1
+====== ============== ====================================================================
+
+Times are ``time.time_ns()``, the clock of the streams' write timestamps, so a record compares
+directly with the frames' own timestamps (``start_ns`` minus the input frame's write time is
+the wake-up latency). The records are written from preallocated buffers (no allocation per
+frame); the heartbeat event gives the p50/p99 of ``end_ns - start_ns`` each second.
+
+Events: :meth:`Component.serve` also binds an event socket (see :mod:`dao.runtime.events`):
+state changes, parameter changes, errors and a heartbeat, as JSON.
 """
 
 from __future__ import annotations
@@ -51,8 +70,18 @@ from dao.errors import DaoError, StreamTimeout
 from dao.runtime.logbus import LEVELS, parse_level
 from dao.runtime.parameters import Parameter, ParameterError, describe_parameters, dump_parameters
 from dao.runtime.parameters import parameters as _parameters
-from dao.runtime.state import Event, HookError, IllegalTransition, State, StateMachine
+from dao.runtime.state import (
+    Event,
+    HookError,
+    IllegalTransition,
+    State,
+    StateMachine,
+    parse_state,
+)
+from dao.runtime.state import path as state_path
+from dao.runtime.status import Status
 from dao.runtime.threads import RTThread
+from dao.runtime.timing import TIMING_FIELDS, summary
 
 __all__ = [
     "Component",
@@ -63,8 +92,6 @@ __all__ = [
     "load_config",
 ]
 
-#: Columns of the ``<name>_timing`` FIFO stream.
-TIMING_FIELDS = ("t_wake", "t_done", "duration", "input_cnt0")
 
 
 class ComponentError(DaoError, RuntimeError):
@@ -240,6 +267,10 @@ class Component:
     wait_timeout: float = 0.1
     #: Depth of the ``<name>_timing`` FIFO stream (0: none).
     timing_depth: int = 1024
+    #: Per-frame processing times kept for the heartbeat's percentiles.
+    timing_window: int = 4096
+    #: Seconds between heartbeat events.
+    heartbeat_interval: float = 1.0
 
     def __init__(self, name: str | None = None, config: Any = None, **params: Any):
         self.name = name or type(self).__name__.lower()
@@ -254,12 +285,19 @@ class Component:
         self._last_cnt = -1
         self._in_buf: np.ndarray | None = None
         self._timing = None
-        self._timing_row = np.zeros((len(TIMING_FIELDS), 1), np.float64)
+        self._timing_row = np.zeros((len(TIMING_FIELDS), 1), np.int64)
+        self._proc_ns = np.zeros(self.timing_window, np.int64)  # ring of end - start
+        self._n_timed = 0
+        self.frame_id = -1
         self.thread: _ProcessingThread | None = None
         self._configured = False
         self._allocated = False
         self.iterations = 0
         self.server = None
+        self.events = None
+        self._t0 = time.monotonic()
+        self._beat = (self._t0, 0, 0)  # (time, iterations, timed) at the last heartbeat
+        self.sm.add_listener(self._state_changed)
         known = _parameters(self)
         for k, v in params.items():
             if k not in known:
@@ -316,21 +354,46 @@ class Component:
         """Idle or Running -> Error."""
         return self.handle(Event.ON_FAILURE, reason)
 
-    def goto(self, target: State | str, timeout: float | None = None) -> State:
-        """Send the events leading from the current state to ``target`` (Off, Standby, Idle,
-        Running); from Error, Recover first."""
-        target = State(target) if not isinstance(target, State) else target
-        order = [State.OFF, State.STANDBY, State.IDLE, State.RUNNING]
-        up = {State.OFF: Event.INIT, State.STANDBY: Event.ENABLE, State.IDLE: Event.RUN}
-        down = {State.RUNNING: Event.IDLE, State.IDLE: Event.DISABLE, State.STANDBY: Event.STOP}
-        if target is State.ERROR:
-            raise ComponentError("goto(Error) is not a destination: use fail(reason)")
-        while self.state is not target:
-            if self.state is State.ERROR:
-                self.recover()
-                continue
-            here, there = order.index(self.state), order.index(target)
-            self.handle(up[self.state] if there > here else down[self.state])
+    def goto(
+        self, target: State | str, timeout: float | None = None, wait: bool = True
+    ) -> State | Status:
+        """Apply the events leading from the current state to ``target``
+        (:func:`dao.runtime.state.path`: from Error, Recover first).
+
+        Parameters
+        ----------
+        target : State or str
+            The state to reach (``"Running"``...).
+        timeout : float, optional
+            Longest wait in seconds (None: as long as the hooks take).
+        wait : bool
+            Block until there (returns the state); False: return a
+            :class:`~dao.runtime.status.Status` at once, the events applied in a thread
+            (progress: the fraction of the events applied).
+
+        Raises
+        ------
+        ValueError
+            ``target`` is not a state name.
+        HookError
+            A hook raised on the way (the component is in Error).
+        dao.runtime.status.StatusTimeout
+            ``wait`` and not there within ``timeout`` (the events go on being applied).
+        """
+        tgt = parse_state(target)
+        if wait and timeout is None:
+            return self._goto(tgt, None)
+        st = Status.run(
+            lambda status: self._goto(tgt, status), name=f"{self.name} to {tgt.value}"
+        )
+        return st.wait(timeout) if wait else st
+
+    def _goto(self, target: State, status: Status | None) -> State:
+        steps = state_path(self.state, target)
+        for i, ev in enumerate(steps):
+            if status is not None:
+                status.set_progress(i / len(steps), f"{self.state.value} --{ev.value}-->")
+            self.handle(ev, f"goto({target.value}) requested")
         return self.state
 
     # -- user hooks (override) --------------------------------------------------------------
@@ -481,7 +544,7 @@ class Component:
             if self.timing_depth > 0:
                 self._timing = shm(
                     self.timing_name,
-                    np.zeros((len(TIMING_FIELDS), 1), np.float64),
+                    np.zeros((len(TIMING_FIELDS), 1), np.int64),
                     depth=self.timing_depth,
                 )
         except BaseException:
@@ -521,29 +584,33 @@ class Component:
                 return
             if not self.thread or not self.thread._run_requested:
                 return
-            c = trig.last_read.counter
-            if c == self._last_cnt:  # a stale post (frame already processed): skip
+            info = trig.last_read
+            cnt = info.counter
+            if cnt == self._last_cnt:  # a stale post (frame already processed): skip
                 return
-            self._last_cnt = c
-            cnt = float(c)
+            self._last_cnt = cnt
+            self.frame_id = info.frame_id
         else:
             data = None
-            cnt = float(self.iterations)
-        t_wake = time.time()
-        p0 = time.perf_counter()
+            cnt = self.iterations
+            self.frame_id = -1
+        t0 = time.time_ns()
         try:
             self.process(data)
         except Exception as exc:  # noqa: BLE001 - any error in process() -> Error
             self._processing_failed(exc)
             return
-        dur = time.perf_counter() - p0
+        t1 = time.time_ns()
         self.iterations += 1
+        n = self._n_timed
+        self._proc_ns[n % self._proc_ns.shape[0]] = t1 - t0
+        self._n_timed = n + 1
         if self._timing is not None:
             row = self._timing_row
-            row[0, 0] = t_wake
-            row[1, 0] = t_wake + dur
-            row[2, 0] = dur
-            row[3, 0] = cnt
+            row[0, 0] = cnt
+            row[1, 0] = t0
+            row[2, 0] = t1
+            row[3, 0] = self.frame_id
             self._timing.set_data(row)
 
     def _processing_failed(self, exc: BaseException) -> None:
@@ -629,7 +696,8 @@ class Component:
 
     def query(self, key: str) -> str:
         """The text value of a published parameter, or of ``state``, ``error_reason``,
-        ``stats`` (loop timing, JSON), ``streams`` (JSON), ``parameters`` (JSON descriptions)."""
+        ``stats`` (loop timing, JSON), ``streams`` (JSON), ``parameters`` (JSON descriptions),
+        ``events_address`` (the event socket, ``""`` if none), ``timing_fields`` (JSON)."""
         params = _parameters(self)
         if key in params:
             return params[key].format(getattr(self, key))
@@ -637,6 +705,10 @@ class Component:
             return self.state.value
         if key == "error_reason":
             return self.error_reason or ""
+        if key == "events_address":
+            return self.events.address if self.events is not None else ""
+        if key == "timing_fields":
+            return json.dumps(list(TIMING_FIELDS))
         if key == "stats":
             return json.dumps(self.stats())
         if key == "streams":
@@ -646,7 +718,7 @@ class Component:
         raise ParameterError(
             f"{self.name} has no parameter {key!r} "
             f"(parameters: {', '.join(params) or 'none'}; also state, "
-            "error_reason, stats, streams, parameters)"
+            "error_reason, stats, streams, parameters, events_address, timing_fields)"
         )
 
     def parameters(self) -> dict[str, Parameter]:
@@ -665,21 +737,145 @@ class Component:
         out["timing"] = self.timing_name if self.timing_depth > 0 else None
         return out
 
+    def processing_times(self, last: int | None = None) -> np.ndarray:
+        """The last per-frame processing times (``end_ns - start_ns``), oldest first, in ns.
+
+        At most :attr:`timing_window` are kept; ``last`` limits the number returned.
+        """
+        ring = self._proc_ns
+        n = self._n_timed
+        k = min(n, ring.shape[0]) if last is None else min(int(last), n, ring.shape[0])
+        return ring[np.arange(n - k, n) % ring.shape[0]]
+
     def stats(self) -> dict[str, Any]:
-        """Processing loop timing (see :meth:`RTThread.stats`) and iteration count."""
+        """Processing loop timing (see :meth:`RTThread.stats`), iteration count, and the p50
+        and p99 of the per-frame processing time over the kept window (s)."""
         out = self.thread.stats() if self.thread is not None else {}
         out["iterations_total"] = self.iterations
+        out.update(summary("processing", self.processing_times() * 1e-9))
         return out
 
+    # -- events -----------------------------------------------------------------------------
+    def publish(self, kind: str, **fields: Any) -> None:
+        """Publish an event (no-op when the component publishes none: see :meth:`serve`).
+
+        ``component``, ``kind``, ``time`` and ``state`` are filled in; see
+        :mod:`dao.runtime.events` for the kinds and their fields.
+        """
+        ev = self.events
+        if ev is not None:
+            ev.publish(kind, state=self.state.value, **fields)
+
+    def _state_changed(self, old: State, event: Event, new: State) -> None:
+        if self.events is None:
+            return
+        reason = self.sm.error_reason if new is State.ERROR else None
+        self.events.publish(
+            "state", state=new.value, event=event.value, old=old.value, reason=reason
+        )
+        if new is State.ERROR:
+            last = (reason or "").strip().splitlines()
+            self.events.publish(
+                "error", state=new.value, event=event.value, reason=reason,
+                message=last[-1] if last else "",
+            )
+
+    def _parameter_changed(self, name: str, old: Any, new: Any) -> None:
+        if self.events is None:
+            return
+        try:
+            same = bool(np.array_equal(old, new)) if isinstance(new, np.ndarray) else old == new
+        except Exception:  # noqa: BLE001 - incomparable values: report the change
+            same = False
+        if not same:
+            self.publish("parameter", name=name, old=old, new=new)
+
+    def heartbeat(self, reset: bool = True) -> dict[str, Any]:
+        """The heartbeat event's fields: iteration rate and per-frame processing time since
+        the previous heartbeat (``reset=False``: without starting a new window)."""
+        now = time.monotonic()
+        t_prev, it_prev, n_prev = self._beat
+        it, n = self.iterations, self._n_timed
+        dt = now - t_prev
+        fresh = self.processing_times(n - n_prev)
+        if reset:
+            self._beat = (now, it, n)
+        return {
+            "state": self.state.value,
+            "iterations": it,
+            "rate_hz": (it - it_prev) / dt if dt > 0 else 0.0,
+            **summary("processing", fresh * 1e-9),
+            "samples": int(fresh.shape[0]),
+            "uptime_s": now - self._t0,
+            "pid": os.getpid(),
+        }
+
+    def _heartbeat_events(self) -> list[dict[str, Any]]:
+        assert self.events is not None
+        return [self.events.make("heartbeat", **self.heartbeat(reset=True))]
+
+    def _snapshot_events(self) -> list[dict[str, Any]]:
+        assert self.events is not None
+        st = self.state
+        return [
+            self.events.make(
+                "state", state=st.value, event=None, old=None,
+                reason=self.error_reason if st is State.ERROR else None, snapshot=True,
+                parameters=dump_parameters(self),
+            ),
+            self.events.make("heartbeat", **self.heartbeat(reset=False)),
+        ]
+
     # -- serving ----------------------------------------------------------------------------
-    def serve(self, address: str | int = 0, host: str = "127.0.0.1"):
-        """Start a :class:`dao.runtime.command.CommandServer` for this component; returns it."""
+    def serve(
+        self,
+        address: str | int = 0,
+        host: str = "127.0.0.1",
+        events_port: int | None = None,
+        events: bool = True,
+    ):
+        """Serve the command protocol (a :class:`dao.runtime.command.CommandServer`, returned)
+        and publish events (:attr:`events`, a :class:`dao.runtime.events.EventPublisher`).
+
+        Parameters
+        ----------
+        address : str or int
+            Command port (0: any free port) or bind endpoint.
+        host : str
+            Interface to bind (``"*"``: every interface, as the Durham original).
+        events_port : int, optional
+            Event port; default the command port + 1 if free, else any free port
+            (``QUERY events_address`` tells which). 0: any free port.
+        events : bool
+            Publish events at all.
+        """
         from dao.runtime.command import CommandServer, bind_address
+        from dao.runtime.events import EventPublisher
 
         self.server = CommandServer(
             self.handle_command, bind_address(address, host), name=f"{self.name}-command"
         ).start()
-        self.log.info("%s serving commands at %s", self.name, self.server.address)
+        if events:
+            ports = [events_port] if events_port is not None else [self.server.port + 1, 0]
+            ports = [p for p in ports if p < 65536]
+            for i, port in enumerate(ports):
+                pub = EventPublisher(
+                    bind_address(port, host), self.name, snapshot=self._snapshot_events,
+                    heartbeat=self._heartbeat_events, interval=self.heartbeat_interval,
+                    name=f"{self.name}-events",
+                )
+                try:
+                    self.events = pub.start()
+                    break
+                except DaoError:
+                    if i == len(ports) - 1:
+                        self.server.stop()
+                        self.server = None
+                        raise
+        self.log.info(
+            "%s serving commands at %s, events at %s", self.name, self.server.address,
+            self.events.address if self.events is not None else "none",
+        )
         return self.server
 
     def close(self) -> None:
@@ -688,6 +884,9 @@ class Component:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.events is not None:
+            self.events.stop()
+            self.events = None
         with self.sm.lock:
             try:
                 self._teardown()

@@ -67,6 +67,12 @@ class Parameter:
         Refuse changes from SETUP (the component itself may still assign it).
     on_change : callable, optional
         ``on_change(owner, old, new)`` after every accepted change.
+
+    Notes
+    -----
+    After every accepted change the owner's ``_parameter_changed(name, old, new)`` method is
+    called if it has one: a :class:`dao.runtime.component.Component` publishes a
+    ``parameter`` event from it.
     """
 
     def __init__(
@@ -109,6 +115,9 @@ class Parameter:
             obj.__dict__[self.name] = new
         if self.on_change is not None:
             self.on_change(obj, old, new)
+        notify = getattr(obj, "_parameter_changed", None)
+        if notify is not None:
+            notify(self.name, old, new)
 
     def _refuse(self, value: Any, why: str) -> ParameterError:
         return ParameterError(f"parameter {self.name!r}: {value!r} refused: {why}")

@@ -16,8 +16,14 @@ itself): for a transition ``old --event--> new`` the machine calls, in this orde
 A hook that raises moves the machine to ``Error``; the reason (exception and traceback) is kept
 in :attr:`StateMachine.error_reason` and :class:`HookError` is raised to the caller.
 
+The way from any state to any other is :func:`path` (the shortest over :data:`TRANSITIONS`);
+:meth:`dao.runtime.component.Component.goto`, the command client's ``goto`` and the supervisor
+all follow it.
+
 Examples
 --------
+>>> path("Off", "Running")
+[<Event.INIT: 'Init'>, <Event.ENABLE: 'Enable'>, <Event.RUN: 'Run'>]
 >>> sm = StateMachine()
 >>> sm.handle("Init")
 <State.STANDBY: 'Standby'>
@@ -48,6 +54,8 @@ __all__ = [
     "IllegalTransition",
     "HookError",
     "hook_names",
+    "parse_state",
+    "path",
 ]
 
 log = logging.getLogger("dao.runtime.state")
@@ -146,6 +154,79 @@ def hook_names(state: State, event: Event, new: State) -> tuple[str, str, str]:
     """
     ev = "failure" if event is Event.ON_FAILURE else _snake(event.value)
     return (f"on_exit_{_snake(state.value)}", f"on_{ev}", f"on_enter_{_snake(new.value)}")
+
+
+def parse_state(state: State | str) -> State:
+    """The :class:`State` named by ``state`` (its Durham name, any case, or the enum).
+
+    Raises
+    ------
+    ValueError
+        ``state`` names no state; the message lists the states.
+    """
+    if isinstance(state, State):
+        return state
+    text = str(state).strip()
+    for s in State:
+        if text.lower() in (s.value.lower(), s.name.lower()):
+            return s
+    raise ValueError(
+        f"unknown state {state!r}: the states are {', '.join(s.value for s in State)}"
+    )
+
+
+def path(
+    start: State | str,
+    target: State | str,
+    transitions: dict[tuple[State, Event], State] | None = None,
+) -> list[Event]:
+    """The shortest list of events leading from state ``start`` to state ``target``.
+
+    ``OnFailure`` is used only to reach ``Error`` itself; from ``Error`` the way out is
+    ``Recover``. An empty list when ``start`` is ``target``.
+
+    Parameters
+    ----------
+    start, target : State or str
+        States, as :class:`State` or their names (``"Running"``).
+    transitions : dict, optional
+        ``{(state, event): next_state}``; default :data:`TRANSITIONS`.
+
+    Raises
+    ------
+    ValueError
+        A state name is unknown, or ``target`` cannot be reached from ``start``.
+
+    Examples
+    --------
+    >>> [e.value for e in path("Running", "Off")]
+    ['Idle', 'Disable', 'Stop']
+    >>> [e.value for e in path("Error", "Running")]
+    ['Recover', 'Run']
+    """
+    a, b = parse_state(start), parse_state(target)
+    table = TRANSITIONS if transitions is None else transitions
+    prev: dict[State, tuple[State, Event] | None] = {a: None}
+    frontier = [a]
+    while frontier and b not in prev:
+        nxt = []
+        for s in frontier:
+            for (src, ev), dst in table.items():
+                if src is not s or dst in prev:
+                    continue
+                if ev is Event.ON_FAILURE and dst is not b:
+                    continue  # failing is never a way to somewhere else
+                prev[dst] = (s, ev)
+                nxt.append(dst)
+        frontier = nxt
+    if b not in prev:
+        raise ValueError(f"state {b.value!r} cannot be reached from {a.value!r}")
+    out: list[Event] = []
+    s = b
+    while (step := prev[s]) is not None:
+        s, ev = step
+        out.append(ev)
+    return out[::-1]
 
 
 def _as_event(event: Event | str) -> Event | str:

@@ -8,21 +8,37 @@ The configuration is a TOML file (or the equivalent dict)::
     frontend = "tcp://127.0.0.1:5570"
     backend = "tcp://127.0.0.1:5571"
 
+    events_port = 5600           # the supervisor's health events (0 or absent: a free port)
+
     [[component]]
     name = "counter"
     class = "dao.examples:Counter"
     port = 5601                  # 0 or absent: a free port is chosen
+    events_port = 5602           # its event socket (0 or absent: a free port)
     state = "Running"            # driven there once started (default: stay Off)
     restart = true               # restart the process if it dies (default false: report it)
     args = { step = 2, period = 0.01 }   # static configuration (parameters, streams, ...)
     host = "127.0.0.1"           # interface to bind
     log_level = "INFO"
 
-Each component runs as ``python -m dao.runtime.cli run CLASS --port PORT --name NAME
---config JSON`` (the same code as ``dao run``). :meth:`Supervisor.status` reports each one's
-pid, liveness and state; :meth:`Supervisor.poll` notices processes that died and restarts
-(``restart = true``) or reports them; :meth:`Supervisor.stop_all` sends the Idle/Disable/Stop
-commands, then SIGTERM, then SIGKILL, with timeouts.
+Each component runs as ``python -m dao.runtime.cli run CLASS --port PORT --events-port PORT
+--name NAME --config JSON`` (the same code as ``dao run``). :meth:`Supervisor.status` reports
+each one's pid, liveness and state; :meth:`Supervisor.health` the same without asking the
+processes (their last known state comes from their events); :meth:`Supervisor.stop_all`
+drives them to Off, then sends SIGTERM, then SIGKILL, with timeouts.
+
+Watching: once started, a monitor thread checks the processes every ``monitor_interval``
+seconds (0.2 by default) and follows every component's events (state, parameters). A process
+that dies is reported (:meth:`Supervisor.poll` returns each report once) and, with
+``restart = true``, restarted **to the state and parameter values it last had**: the
+parameters are set first (SETUP, and in the configuration the new process loads at Init), then
+the component is driven to its last known state (its configured one if it died in Error).
+
+Health events: the supervisor publishes, on its own event socket
+(:attr:`Supervisor.events_address`, see :mod:`dao.runtime.events`), a ``health`` event per
+component (``pid``, ``alive``, ``uptime_s``, ``restarts``, ``last_exit_code``, ``state``,
+``address``, ``events_address``, ``why``) at each change (started, died, restarted, stopped, a
+new state) and about once a second; a new subscriber gets them all at once.
 
 Restarts back off: the first death is restarted at once; a process that dies again within
 ``stable_after`` seconds of its start waits ``backoff[0]`` seconds, doubling at each quick
@@ -36,10 +52,12 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +65,8 @@ from typing import Any
 
 from dao.errors import DaoError
 from dao.runtime.command import CommandFailed, CommandTimeout, ComponentClient
+from dao.runtime.events import EventError, EventPublisher, EventSubscriber
+from dao.runtime.state import State, parse_state
 
 __all__ = ["Supervisor", "ComponentSpec", "SupervisorError", "free_port", "child_environment",
            "LAUNCHER"]
@@ -63,9 +83,21 @@ class SupervisorError(DaoError, RuntimeError):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host != "*" else "0.0.0.0", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1, host)[0]
+
+
+def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` right now (all held open while picking)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host if host != "*" else "0.0.0.0", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def child_environment(**extra: str) -> dict[str, str]:
@@ -94,6 +126,7 @@ class ComponentSpec:
     args: dict[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
     env: dict[str, str] = field(default_factory=dict)
+    events_port: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComponentSpec:
@@ -102,6 +135,7 @@ class ComponentSpec:
             "class",
             "cls",
             "port",
+            "events_port",
             "host",
             "state",
             "restart",
@@ -117,16 +151,26 @@ class ComponentSpec:
             )
         if "name" not in d or not ({"class", "cls"} & set(d)):
             raise SupervisorError(f"component entry {d!r} needs 'name' and 'class'")
+        state = str(d.get("state", "Off"))
+        try:
+            if parse_state(state) is State.ERROR:
+                raise ValueError("Error is not a state to start in")
+        except ValueError as exc:
+            raise SupervisorError(
+                f"component {d['name']!r}: state {state!r} refused ({exc}); use Off, Standby, "
+                "Idle or Running"
+            ) from None
         return cls(
             name=str(d["name"]),
             cls=str(d.get("class", d.get("cls"))),
             port=int(d.get("port", 0)),
             host=str(d.get("host", "127.0.0.1")),
-            state=str(d.get("state", "Off")),
+            state=parse_state(state).value,
             restart=bool(d.get("restart", False)),
             args=dict(d.get("args", {})),
             log_level=str(d.get("log_level", "INFO")),
             env={k: str(v) for k, v in d.get("env", {}).items()},
+            events_port=int(d.get("events_port", 0)),
         )
 
 
@@ -134,6 +178,7 @@ class ComponentSpec:
 class _Proc:
     spec: ComponentSpec
     port: int
+    events_port: int
     popen: subprocess.Popen | None = None
     client: ComponentClient | None = None
     restarts: int = 0
@@ -143,10 +188,16 @@ class _Proc:
     restart_at: float | None = None
     reported_dead: bool = False
     stopping: bool = False
+    # what the component said last (its events) and what a restart brings back
+    state: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    readonly: set[str] = field(default_factory=set)
+    restore: tuple[str, dict[str, Any]] | None = None
+    last_event: float = 0.0
 
 
 class Supervisor:
-    """Runs the components of a configuration as child processes.
+    """Runs the components of a configuration as child processes, watches and restarts them.
 
     Parameters
     ----------
@@ -161,28 +212,58 @@ class Supervisor:
         in seconds.
     stable_after : float
         Seconds a process must live for its next death to be restarted at once.
+    events_port : int or None
+        Port of the supervisor's health events (0: any free port; None: publish none). The
+        configuration's ``events_port`` key overrides it.
+    monitor_interval : float or None
+        Seconds between two checks of the processes by the monitor thread (None: no
+        thread; then only :meth:`poll` checks, and restarts come back to the configured
+        state).
+    heartbeat_interval : float
+        Seconds between two rounds of health events.
+
+    Attributes
+    ----------
+    events : list of str
+        Every report made so far (deaths, restarts), oldest first.
     """
 
     def __init__(
         self, config: dict[str, Any], ready_timeout: float = 20.0, command_timeout: float = 3.0,
         backoff: tuple[float, float] = (0.5, 30.0), stable_after: float = 10.0,
+        events_port: int | None = 0, monitor_interval: float | None = 0.2,
+        heartbeat_interval: float = 1.0,
     ):
         self.config = config
         self.ready_timeout = ready_timeout
         self.command_timeout = command_timeout
         self.backoff = (float(backoff[0]), float(backoff[1]))
         self.stable_after = float(stable_after)
+        self.monitor_interval = monitor_interval
+        self.heartbeat_interval = float(heartbeat_interval)
+        self._events_port = config.get("events_port", events_port)
         specs = [ComponentSpec.from_dict(d) for d in config.get("component", [])]
         names = [s.name for s in specs]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise SupervisorError(f"component names must be unique; repeated: {sorted(dup)}")
-        self.procs: dict[str, _Proc] = {
-            s.name: _Proc(s, s.port or free_port(s.host)) for s in specs
-        }
+        self.procs: dict[str, _Proc] = {}
+        for spec in specs:
+            ports = _free_ports(2, spec.host)
+            self.procs[spec.name] = _Proc(
+                spec, spec.port or ports[0], spec.events_port or ports[1]
+            )
         self.forwarder = None
         self.log_bus: str | None = None
         self.events: list[str] = []
+        self._pending: list[str] = []
+        self._lock = threading.RLock()
+        self._publisher: EventPublisher | None = None
+        self._monitor: threading.Thread | None = None
+        self._monitor_stop = threading.Event()
+        self._spawner: threading.Thread | None = None
+        self._spawn_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._t0 = time.monotonic()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kw: Any) -> Supervisor:
@@ -197,8 +278,9 @@ class Supervisor:
         # children stop when this process dies
         return child_environment(**spec.env, DAO_PARENT_PID=str(os.getpid()))
 
-    def command_line(self, name: str) -> list[str]:
-        """The command line that starts component ``name``."""
+    def command_line(self, name: str, params: dict[str, Any] | None = None) -> list[str]:
+        """The command line that starts component ``name`` (``params``: parameter values
+        added to its static configuration, set at Init)."""
         p = self.procs[name]
         s = p.spec
         cmd = [
@@ -208,6 +290,8 @@ class Supervisor:
             s.cls,
             "--port",
             str(p.port),
+            "--events-port",
+            str(p.events_port),
             "--name",
             s.name,
             "--host",
@@ -215,77 +299,138 @@ class Supervisor:
             "--log-level",
             s.log_level,
         ]
-        if s.args:
-            cmd += ["--config", json.dumps(s.args)]
+        args = {**s.args, **(params or {})}
+        if args:
+            cmd += ["--config", json.dumps(args)]
         if self.log_bus:
             cmd += ["--log-bus", self.log_bus]
         return cmd
 
-    def _address(self, p: _Proc) -> str:
-        host = "127.0.0.1" if p.spec.host in ("*", "0.0.0.0") else p.spec.host
-        return f"tcp://{host}:{p.port}"
+    @staticmethod
+    def _connect_host(host: str) -> str:
+        return "127.0.0.1" if host in ("*", "0.0.0.0") else host
 
-    def start(self, name: str) -> int:
-        """Start component ``name``, wait until it answers PING, drive it to its ``state``.
+    def _address(self, p: _Proc) -> str:
+        return f"tcp://{self._connect_host(p.spec.host)}:{p.port}"
+
+    def _events_address(self, p: _Proc) -> str:
+        return f"tcp://{self._connect_host(p.spec.host)}:{p.events_port}"
+
+    def _spawn(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start a child process from the spawner thread.
+
+        Children stop when their parent dies (Linux ``PR_SET_PDEATHSIG``), and for Linux the
+        parent is the *thread* that forked them: a child started from a short-lived thread (a
+        ``wait=False`` operation, the monitor) would get SIGTERM when that thread ends. One
+        thread, living as long as the supervisor runs, starts them all.
+        """
+        def popen() -> subprocess.Popen:
+            return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, start_new_session=True)
+
+        with self._lock:
+            if self._spawner is None or not self._spawner.is_alive():
+                self._spawner = threading.Thread(target=self._spawner_main,
+                                                 name="supervisor-spawner", daemon=True)
+                self._spawner.start()
+        if threading.current_thread() is self._spawner:
+            return popen()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        self._spawn_queue.put((popen, done))
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _spawner_main(self) -> None:
+        while True:
+            item = self._spawn_queue.get()
+            if item is None:
+                return
+            fn, done = item
+            try:
+                done.put((True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.put((False, exc))
+
+    def start(self, name: str, state: str | None = None,
+              params: dict[str, Any] | None = None) -> int:
+        """Start component ``name``, wait until it answers PING, set ``params`` (if any),
+        then drive it to ``state`` (default: its configured state).
 
         Returns
         -------
         int
             The process id.
-        """
-        p = self.procs[name]
-        if p.popen is not None and p.popen.poll() is None:
-            return p.popen.pid
-        p.popen = subprocess.Popen(
-            self.command_line(name),
-            env=self._env(p.spec),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        p.reported_dead = False
-        p.stopping = False
-        p.restart_at = None
-        p.started_at = time.monotonic()
-        if p.client is None:
-            p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if p.popen.poll() is not None:
-                raise SupervisorError(
-                    f"{name} exited with status {p.popen.returncode} "
-                    f"while starting: {' '.join(self.command_line(name))}"
-                )
-            try:
-                p.client.ping(timeout=0.3)
-                break
-            except CommandTimeout:
-                if time.monotonic() > deadline:
-                    self._kill(p)
-                    raise SupervisorError(
-                        f"{name} did not answer PING at "
-                        f"{self._address(p)} within {self.ready_timeout} s"
-                    ) from None
-        self._drive(p)
-        log.info("started %s (pid %d) at %s", name, p.popen.pid, self._address(p))
-        return p.popen.pid
 
-    def _drive(self, p: _Proc) -> None:
-        path = {
-            "Off": [],
-            "Standby": ["Init"],
-            "Idle": ["Init", "Enable"],
-            "Running": ["Init", "Enable", "Run"],
-        }
-        if p.spec.state not in path:
-            raise SupervisorError(f"{p.spec.name}: state must be one of {list(path)}")
+        Raises
+        ------
+        SupervisorError
+            The process exited while starting, did not answer in time, or could not be driven
+            to the state.
+        """
+        self._ensure_services()
+        with self._lock:
+            p = self.procs[name]
+            if p.popen is not None and p.popen.poll() is None:
+                return p.popen.pid
+            cmd = self.command_line(name, params)
+            p.popen = self._spawn(cmd, self._env(p.spec))
+            p.reported_dead = False
+            p.stopping = False
+            p.restart_at = None
+            p.restore = None
+            p.started_at = time.monotonic()
+            if p.client is None:
+                p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
+            deadline = time.monotonic() + self.ready_timeout
+            while True:
+                if p.popen.poll() is not None:
+                    raise SupervisorError(
+                        f"{name} exited with status {p.popen.returncode} "
+                        f"while starting: {' '.join(cmd)}"
+                    )
+                try:
+                    p.client.ping(timeout=0.3)
+                    break
+                except CommandTimeout:
+                    if time.monotonic() > deadline:
+                        self._kill(p)
+                        raise SupervisorError(
+                            f"{name} did not answer PING at "
+                            f"{self._address(p)} within {self.ready_timeout} s"
+                        ) from None
+            p.state = "Off"
+            if params:
+                try:  # parameters first (Init sets them again from the configuration)
+                    p.client.call("SETUP", json.dumps(params))
+                except (CommandFailed, CommandTimeout) as exc:
+                    log.warning("%s: restoring parameters %s failed: %s", name, params, exc)
+            self._drive(p, state or p.spec.state)
+            self._learn(p)
+            log.info("started %s (pid %d) at %s", name, p.popen.pid, self._address(p))
+            self._health_event(p, "started")
+            return p.popen.pid
+
+    def _drive(self, p: _Proc, state: str) -> None:
         assert p.client is not None
-        for ev in path[p.spec.state]:
-            try:
-                p.client.exec(ev)
-            except CommandFailed as exc:
-                log.error("%s: %s", p.spec.name, exc)
-                raise SupervisorError(str(exc)) from exc
+        try:
+            p.state = p.client.goto(state)
+        except ValueError as exc:
+            raise SupervisorError(f"{p.spec.name}: {exc}") from exc
+        except (CommandFailed, CommandTimeout) as exc:
+            log.error("%s: %s", p.spec.name, exc)
+            raise SupervisorError(str(exc)) from exc
+
+    def _learn(self, p: _Proc) -> None:
+        """Ask a started component for its parameter values and which ones are read-only."""
+        assert p.client is not None
+        try:
+            desc = json.loads(p.client.query("parameters"))
+            p.readonly = {k for k, d in desc.items() if d.get("readonly")}
+            p.params.update({k: d["value"] for k, d in desc.items()})
+        except (CommandFailed, CommandTimeout, ValueError, AttributeError) as exc:
+            log.warning("%s: cannot read its parameters: %s", p.spec.name, exc)
 
     def start_all(self) -> None:
         """Start the log forwarder (if configured) and every component, in file order."""
@@ -306,6 +451,136 @@ class Supervisor:
             self.stop_all()
             raise
 
+    # -- events and the monitor thread ------------------------------------------------------
+    @property
+    def events_address(self) -> str | None:
+        """Where the supervisor publishes health events (None before the first start, or
+        when it publishes none)."""
+        return self._publisher.address if self._publisher is not None else None
+
+    def subscribe(self, kinds: Any = None, timeout: float = 5.0):
+        """Subscribe to the supervisor's health events (see :mod:`dao.runtime.events`)."""
+        from dao.runtime.events import subscribe
+
+        self._ensure_services()
+        if self.events_address is None:
+            raise SupervisorError("this supervisor publishes no events (events_port=None)")
+        return subscribe(self.events_address, direct=True, kinds=kinds, timeout=timeout)
+
+    def _ensure_services(self) -> None:
+        with self._lock:
+            if self._publisher is None and self._events_port is not None:
+                from dao.runtime.command import bind_address
+
+                self._publisher = EventPublisher(
+                    bind_address(int(self._events_port)), "supervisor",
+                    snapshot=lambda: self._health_events("snapshot"),
+                    heartbeat=lambda: self._health_events("heartbeat"),
+                    interval=self.heartbeat_interval, name="supervisor-events",
+                ).start()
+                log.info("supervisor health events at %s", self._publisher.address)
+            if self._monitor is None and self.monitor_interval is not None:
+                self._monitor_stop.clear()
+                self._monitor = threading.Thread(
+                    target=self._monitor_main, name="supervisor-monitor", daemon=True
+                )
+                self._monitor.start()
+
+    def _monitor_main(self) -> None:
+        interval = float(self.monitor_interval or 0.2)
+        sub = EventSubscriber([self._events_address(p) for p in self.procs.values()])
+        next_check = time.monotonic() + interval
+        try:
+            while not self._monitor_stop.is_set():
+                try:
+                    ev = sub.get(max(0.0, next_check - time.monotonic()))
+                except EventError as exc:
+                    log.warning("supervisor: %s", exc)
+                    ev = None
+                if ev is not None:
+                    self._on_event(ev)
+                if time.monotonic() >= next_check:
+                    try:
+                        with self._lock:
+                            if not self._monitor_stop.is_set():
+                                self._pending.extend(self._check())
+                    except Exception:  # noqa: BLE001 - the monitor must go on
+                        log.exception("supervisor: checking the processes failed")
+                    next_check = time.monotonic() + interval
+        finally:
+            sub.close()
+
+    def _on_event(self, ev: dict[str, Any]) -> None:
+        """Follow what a component says: its state and parameter values."""
+        p = self.procs.get(str(ev.get("component")))
+        if p is None or p.reported_dead or p.restore is not None:
+            return  # a dead one's last words are not its restored state
+        p.last_event = time.monotonic()
+        kind = ev.get("kind")
+        if kind == "parameter" and "name" in ev:
+            p.params[str(ev["name"])] = ev.get("new")
+        if isinstance(ev.get("parameters"), dict):
+            p.params.update(ev["parameters"])
+        state = ev.get("state")
+        if kind in ("state", "heartbeat") and isinstance(state, str) and state != p.state:
+            p.state = state
+            if kind == "state":
+                self._health_event(p, "state")
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each component's health, without asking it anything: ``component`` (name),
+        ``pid``, ``alive``, ``uptime_s``, ``restarts``, ``last_exit_code``, ``exit_codes``,
+        ``state`` (last known, from its events), ``address``, ``events_address``,
+        ``restart`` (restarted when it dies), ``stopping``."""
+        return [self._health(p) for p in self.procs.values()]
+
+    def _health(self, p: _Proc) -> dict[str, Any]:
+        rc = p.popen.poll() if p.popen is not None else None
+        alive = p.popen is not None and rc is None
+        if rc is None and p.exit_codes:
+            rc = p.exit_codes[-1]  # alive again: how the previous process ended
+        return {
+            "component": p.spec.name,
+            "pid": p.popen.pid if p.popen is not None else None,
+            "alive": alive,
+            "uptime_s": time.monotonic() - p.started_at if alive else 0.0,
+            "restarts": p.restarts,
+            "last_exit_code": rc,
+            "exit_codes": list(p.exit_codes),
+            "state": p.state,
+            "address": self._address(p),
+            "events_address": self._events_address(p),
+            "restart": p.spec.restart,
+            "stopping": p.stopping,
+        }
+
+    def _health_events(self, why: str) -> list[dict[str, Any]]:
+        if self._publisher is None:
+            return []
+        out = [self._publisher.make(
+            "heartbeat", components=list(self.procs), pid=os.getpid(),
+            uptime_s=time.monotonic() - self._t0)]
+        for p in self.procs.values():
+            if p.popen is not None:
+                out.append(self._health_dict(p, why))
+        return out
+
+    def _health_dict(self, p: _Proc, why: str) -> dict[str, Any]:
+        h = self._health(p)
+        ev = {"kind": "health", "component": p.spec.name, "time": time.time(), "why": why}
+        ev.update(h)
+        return ev
+
+    def _health_event(self, p: _Proc, why: str) -> None:
+        if self._publisher is not None:
+            self._publisher.send(self._health_dict(p, why))
+
+    def last_known(self, name: str) -> dict[str, Any]:
+        """What component ``name`` said last: ``state`` and ``parameters`` (the values a
+        restart brings back)."""
+        p = self.procs[name]
+        return {"state": p.state, "parameters": dict(p.params)}
+
     # -- watching ---------------------------------------------------------------------------
     def client(self, name: str) -> ComponentClient:
         """A :class:`ComponentClient` for component ``name``."""
@@ -319,8 +594,9 @@ class Supervisor:
         return self._address(self.procs[name])
 
     def status(self) -> list[dict[str, Any]]:
-        """Each component's name, pid, alive, state (or ``"?"`` if it does not answer),
-        address, restarts and exit codes."""
+        """Each component's name, pid, alive, state (asked: ``"?"`` if it does not answer,
+        ``"dead"`` if its process is not running), address, events address, restarts and
+        exit codes."""
         out = []
         for name, p in self.procs.items():
             alive = p.popen is not None and p.popen.poll() is None
@@ -338,6 +614,7 @@ class Supervisor:
                     "alive": alive,
                     "state": state,
                     "address": self._address(p),
+                    "events_address": self._events_address(p),
                     "restarts": p.restarts,
                     "exit_codes": list(p.exit_codes),
                 }
@@ -345,13 +622,21 @@ class Supervisor:
         return out
 
     def poll(self) -> list[str]:
-        """Check every process once: report the dead, restart those with ``restart = true``.
+        """Check every process once (report the dead, restart those with ``restart = true``)
+        and return the reports not returned before (the monitor thread's too).
 
         Returns
         -------
         list of str
-            What happened (also logged and appended to :attr:`events`).
+            What happened (also logged and kept in :attr:`events`).
         """
+        with self._lock:
+            self._pending.extend(self._check())
+            out, self._pending = self._pending, []
+        return out
+
+    def _check(self) -> list[str]:
+        """One check of every process (lock held); the reports made."""
         events = []
         now = time.monotonic()
         for name, p in self.procs.items():
@@ -366,7 +651,10 @@ class Supervisor:
                 continue
             p.exit_codes.append(rc)
             p.reported_dead = True
+            last = p.state if p.state not in (None, "Error", "dead") else p.spec.state
+            p.restore = (last, {k: v for k, v in p.params.items() if k not in p.readonly})
             msg = f"{name} (pid {p.popen.pid}) died with status {rc}"
+            self._health_event(p, "died")
             if not p.spec.restart:
                 log.error("%s; not restarted (restart = false)", msg)
                 events.append(msg)
@@ -388,12 +676,21 @@ class Supervisor:
     def _restart(self, name: str, msg: str) -> str:
         p = self.procs[name]
         p.restart_at = None
+        state, params = p.restore or (p.spec.state, {})
+        if self.monitor_interval is None:  # no events followed: what the config says
+            state, params = p.spec.state, {}
         try:
-            pid = self.start(name)
+            pid = self.start(name, state=state, params=params)
             p.restarts += 1
             msg += f"; restarted as pid {pid}"
+            if params or state != p.spec.state:
+                msg += f", back to {state}" + (
+                    f" with {', '.join(f'{k}={v!r}' for k, v in params.items())}"
+                    if params else "")
+            self._health_event(p, "restarted")
         except SupervisorError as exc:
             p.started_at = time.monotonic()
+            p.restore = (state, params)
             msg += f"; restart failed: {exc}"
         log.warning("%s", msg)
         return msg
@@ -405,40 +702,46 @@ class Supervisor:
                 p.popen.send_signal(sig)
 
     def stop(self, name: str, timeout: float = 5.0) -> int | None:
-        """Stop component ``name``: state commands down to Off, then SIGTERM, then SIGKILL.
+        """Stop component ``name``: drive it to Off (unless in Error), then SIGTERM, then
+        SIGKILL.
 
         Returns
         -------
         int or None
             The exit status (None if it was never started).
         """
-        p = self.procs[name]
-        if p.popen is None:
-            return None
-        p.stopping = True
-        if p.popen.poll() is None and p.client is not None:
-            down = {"Running": "Idle", "Idle": "Disable", "Standby": "Stop"}
-            with contextlib.suppress(CommandTimeout, CommandFailed, DaoError):
-                for _ in range(4):
-                    st = p.client.call("STATE", timeout=1.0)
-                    if st not in down:
-                        break
-                    p.client.exec(down[st], timeout=min(timeout, self.command_timeout))
-        if p.popen.poll() is None:
-            self._kill(p, signal.SIGTERM)
-            try:
-                p.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not exit %s s after SIGTERM: SIGKILL", name, timeout)
-                self._kill(p, signal.SIGKILL)
-                p.popen.wait(timeout)
-        if p.client is not None:
-            p.client.close()
-            p.client = None
-        return p.popen.returncode
+        with self._lock:
+            p = self.procs[name]
+            if p.popen is None:
+                return None
+            p.stopping = True
+            if p.popen.poll() is None and p.client is not None:
+                try:
+                    if p.client.call("STATE", timeout=1.0) != "Error":
+                        p.client.goto("Off", timeout=min(timeout, self.command_timeout))
+                except (CommandTimeout, CommandFailed, DaoError, ValueError) as exc:
+                    log.warning("%s: could not drive it to Off before SIGTERM: %s", name, exc)
+            if p.popen.poll() is None:
+                self._kill(p, signal.SIGTERM)
+                try:
+                    p.popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not exit %s s after SIGTERM: SIGKILL", name, timeout)
+                    self._kill(p, signal.SIGKILL)
+                    p.popen.wait(timeout)
+            if p.client is not None:
+                p.client.close()
+                p.client = None
+            self._health_event(p, "stopped")
+            return p.popen.returncode
 
     def stop_all(self, timeout: float = 5.0) -> dict[str, int | None]:
-        """Stop every component (last started first) and the log forwarder."""
+        """Stop the monitor, every component (last started first), the log forwarder and the
+        event socket."""
+        self._monitor_stop.set()
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(max(timeout, self.ready_timeout))
+        self._monitor = None
         out = {}
         for name in reversed(list(self.procs)):
             try:
@@ -449,6 +752,13 @@ class Supervisor:
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
+        if self._spawner is not None:  # after the children: they die with it
+            self._spawn_queue.put(None)
+            self._spawner.join(timeout)
+            self._spawner = None
         return out
 
     def __enter__(self) -> Supervisor:

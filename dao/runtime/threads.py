@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from dao.errors import DaoError
+from dao.runtime.timing import percentiles
 
 __all__ = [
     "RTThread",
@@ -378,6 +379,7 @@ class RTThread:
             period, or from the mean when free-running), ``duration_mean``, ``duration_p99``,
             ``duration_last``, all in seconds; ``fifo`` and ``affinity`` as applied.
         """
+
         per = self.periods
         dur = self.durations
         out: dict[str, Any] = {
@@ -389,7 +391,7 @@ class RTThread:
         }
         if per.size:
             ref = self.period if self.period is not None else float(per.mean())
-            p50, p99 = np.percentile(per, [50, 99])
+            p50, p99 = percentiles(per, (50, 99))
             out.update(
                 period_mean=float(per.mean()),
                 period_std=float(per.std()),
@@ -401,7 +403,7 @@ class RTThread:
         if dur.size:
             out.update(
                 duration_mean=float(dur.mean()),
-                duration_p99=float(np.percentile(dur, 99)),
+                duration_p99=percentiles(dur, (99,))[0],
                 duration_last=float(dur[-1]),
             )
         return out

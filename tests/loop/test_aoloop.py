@@ -53,7 +53,7 @@ def test_report_keys_and_strehl(report):
     assert report["residual_rms_closed_rad"] < report["residual_rms_open_rad"]
     assert report["late_frames"] == 0
     assert report["loop_rate_hz"] > 0
-    assert 0 < report["latency_p50_s"] <= report["latency_p99_s"] < 1.0
+    assert 0 < report["latency_p50_s"] <= report["latency_p99_s"]  # speed: benchmarks/loop.py
     for stage in ("camera_to_slopes", "slopes_to_command"):
         assert 0 < report[f"latency_{stage}_p50_s"] <= report["latency_p50_s"]
     assert report["latency_samples"] >= 700
@@ -188,7 +188,7 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
         closed = res.sel(frame=slice(t_close + 150, t_open)).mean().item()
         assert closed < 0.5 * res.sel(frame=slice(0, t_close)).mean().item()
         lat = ao.latency()
-        assert lat["latency_samples"] > 500 and 0 < lat["latency_p50_s"] < 1
+        assert lat["latency_samples"] > 500 and 0 < lat["latency_p50_s"] <= lat["latency_p99_s"]
         path = ao.write_telemetry(tmp_path / "live.nc")  # while running
         # a component in Error stops the loop: wait() says which and why, without timing out
         ao.client("camera").fail("injected fault")

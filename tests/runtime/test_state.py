@@ -16,6 +16,8 @@ from dao.runtime.state import (
     State,
     StateMachine,
     hook_names,
+    parse_state,
+    path,
 )
 
 # The table of the Durham framework, written out independently of dao.runtime.state.
@@ -206,3 +208,37 @@ def test_random_event_sequences_follow_the_table(events):
             with pytest.raises(IllegalTransition):
                 sm.handle(ev)
         assert sm.state.value == state
+
+
+# -- paths between states ----------------------------------------------------------------------
+def _walk(start: str, events) -> str:
+    state = start
+    for e in events:
+        state = EXPECTED[(state, e.value)]
+    return state
+
+
+@pytest.mark.parametrize("start", STATES)
+@pytest.mark.parametrize("target", STATES)
+def test_path_reaches_every_state_by_legal_events(start, target):
+    events = path(start, target)
+    assert _walk(start, events) == target  # every step legal (KeyError otherwise)
+    if target != "Error":
+        assert Event.ON_FAILURE not in events  # failing is never a way elsewhere
+    assert (start == target) == (events == [])
+
+
+def test_path_is_the_shortest():
+    assert [e.value for e in path("Off", "Running")] == ["Init", "Enable", "Run"]
+    assert [e.value for e in path("Running", "Off")] == ["Idle", "Disable", "Stop"]
+    assert [e.value for e in path("Error", "Standby")] == ["Recover", "Disable"]
+    assert [e.value for e in path(State.IDLE, State.ERROR)] == ["OnFailure"]
+    assert path("running", "RUNNING") == []  # names in any case
+
+
+def test_path_bad_input_says_what_to_do():
+    with pytest.raises(ValueError, match="unknown state 'Runing': the states are Off, Standby"):
+        path("Off", "Runing")
+    with pytest.raises(ValueError, match="cannot be reached from 'Off'"):
+        path("Off", "Idle", transitions={(State.OFF, Event.INIT): State.STANDBY})
+    assert parse_state(" idle ") is State.IDLE

@@ -348,3 +348,24 @@ def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
         sup.stdout.close()
         if child and _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_components_started_from_a_thread_outlive_it(shm_dir):
+    """Children die with their parent *thread* (PR_SET_PDEATHSIG): a component started from a
+    short-lived thread (a ``wait=False`` operation) must not die when that thread ends."""
+    import threading
+
+    name = uname("t")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
+                                     "state": "Idle"}]})
+    try:
+        th = threading.Thread(target=sup.start_all)
+        th.start()
+        th.join(60)
+        pid = sup.status()[0]["pid"]
+        time.sleep(0.5)  # a SIGTERM from the thread's end would have stopped it by now
+        assert _alive(pid) and sup.client(name).state() == "Idle"
+        assert sup.poll() == []
+    finally:
+        codes = sup.stop_all()
+    assert codes[name] == 0
