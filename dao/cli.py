@@ -36,7 +36,12 @@ def _history_span(s) -> tuple[int, float]:
 
 
 def _fmt_span(s) -> str:
-    n, span = _history_span(s)
+    import dao
+
+    try:
+        n, span = _history_span(s)
+    except dao.StreamError:  # a slot left under write by a writer that died mid-frame
+        return "stuck"
     return f"{n} in {_fmt_age(span)}" if n > 1 else "-"
 
 
@@ -44,6 +49,16 @@ def _open(name: str):
     import dao
 
     return dao.shm(name)
+
+
+def _owner(path: str) -> str:
+    """OWNER column of ``dao ls``: the pids of live writers, ``dead owner pid N``, or ``-``."""
+    from dao.streams.stream import stream_holders
+
+    try:
+        return stream_holders(path).describe()
+    except (ValueError, OSError):
+        return "-"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -64,14 +79,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
     dt = time.monotonic() - t0
     now = time.time()
-    header = ("NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE", "SPAN")
+    header = ("NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE", "SPAN", "OWNER")
     table = []
     for p, s in streams.items():
         cnt = s.get_counter()
         rate = (cnt - before[p]) / dt if args.interval > 0 else None
         age = now - s.get_timestamp() if cnt else -1
         table.append((s.name, "x".join(map(str, s.shape)), str(s.dtype), str(s.depth), str(cnt),
-                      _fmt_age(age), _fmt_rate(rate), _fmt_span(s)))
+                      _fmt_age(age), _fmt_rate(rate), _fmt_span(s), _owner(p)))
         s.close()
     if not table and not rows:
         from dao.streams.stream import shm_dir
@@ -89,6 +104,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import dao
+
     s = _open(args.name)
     m = s.get_meta_data()
     print(f"path              {s.path}")
@@ -102,9 +119,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         elif key == "atime_ns" and value:
             value = f"{value}  ({_fmt_age(time.time() - value * 1e-9)} ago)"
         print(f"{key:<18}{value}")
-    n, span = _history_span(s)
     print(f"{'newest slot':<18}{m['fifo_last_written']} of {s.depth}")
-    print(f"{'history':<18}{n} frames spanning {_fmt_age(span) if n > 1 else '-'}")
+    try:
+        n, span = _history_span(s)
+        print(f"{'history':<18}{n} frames spanning {_fmt_age(span) if n > 1 else '-'}")
+    except dao.StreamError as e:
+        print(f"{'history':<18}unreadable: {e}")
     kws = dict(s.keywords)
     print(f"keywords          {len(kws)} of {s.keywords.capacity} records used")
     for k, v in kws.items():
@@ -113,21 +133,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     claims = s.semaphore_claims()
     print(f"{'semaphores':<18}" + (", ".join(f"{i}: pid {p}" for i, p in claims.items())
                               if claims else "none claimed"))
+    print(f"{'owner':<18}{_owner(s.path)}")
     s.close()
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     import dao
+    from dao.streams.stream import remove_dead
 
+    if not args.names and not args.dead:
+        raise ValueError("give the streams to remove, or --dead")
     status = 0
     for name in args.names:
         try:
             dao.remove(name)
             print(f"removed {dao.stream_path(name)}")
-        except dao.StreamNotFoundError as e:
-            print(f"dao rm: {e.strerror}", file=sys.stderr)
+        except (dao.StreamError, ValueError) as e:
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else e
+            print(f"dao rm: {msg}", file=sys.stderr)
             status = 1
+    if args.dead:
+        removed = remove_dead(args.dir)
+        for what, pid in removed:
+            why = f"dead owner pid {pid}" if pid is not None else "left by a killed creation"
+            print(f"removed {what} ({why})")
+        if not removed:
+            print("no dead streams")
     return status
 
 
@@ -226,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dao", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    q = sub.add_parser("ls", help="list streams: shape, dtype, depth, counter, age, rate")
+    q = sub.add_parser("ls", help="list streams: shape, dtype, depth, counter, age, rate, owner",
+                       description="List the streams of a folder. OWNER is the pid of each live "
+                       "writer, or 'dead owner pid N' when the stream's last writer died (remove "
+                       "those with dao rm --dead), or '-' (closed, or made by the DAO C "
+                       "library).")
     q.add_argument("--dir", help="folder to list (default $DAO_SHM_DIR or /tmp)")
     q.add_argument("--interval", type=float, default=0.2,
                    help="seconds over which rates are measured (0: no rate)")
@@ -236,8 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="stream name or path")
     q.set_defaults(func=cmd_info)
 
-    q = sub.add_parser("rm", help="delete streams (file and semaphores)")
-    q.add_argument("names", nargs="+", metavar="NAME")
+    q = sub.add_parser("rm", help="delete streams (file and semaphores); --dead: those of dead "
+                       "processes",
+                       description="Delete streams: each file (only *.im.shm files with a "
+                       "stream header), its semaphores (/dev/shm/sem.<base>_semNN) and dao's "
+                       "owner, claim and labels files. With --dead, delete what processes that "
+                       "died (SIGKILL, a crash) left: the streams of the folder whose last "
+                       "writer died and that no live process uses, and, anywhere, the "
+                       "semaphores and lock files of streams whose file is gone and whose "
+                       "writer died.")
+    q.add_argument("names", nargs="*", metavar="NAME")
+    q.add_argument("--dead", action="store_true",
+                   help="remove the streams whose owner (last writer) died, with their "
+                   "semaphores and lock files")
+    q.add_argument("--dir", help="folder for --dead (default $DAO_SHM_DIR or /tmp)")
     q.set_defaults(func=cmd_rm)
 
     q = sub.add_parser("watch", help="print a stream's counter and rate until Ctrl-C")

@@ -14,6 +14,8 @@ __all__ = [
     "StreamMismatchError",
     "StreamNotFoundError",
     "StreamTimeout",
+    "StreamBusyError",
+    "NotAStreamError",
     "SemaphoreConflictError",
 ]
 
@@ -44,6 +46,18 @@ class StreamMismatchError(StreamError, ValueError):
 
 class StreamTimeout(StreamError, TimeoutError):
     """A wait for a new frame ran past its timeout."""
+
+
+class StreamBusyError(StreamError):
+    """A stream cannot be replaced: live processes still write or read it (their pids are in
+    the message). Stop them first, or pass ``replace=True``."""
+
+
+class NotAStreamError(StreamFormatError, OSError):
+    """A file that :func:`dao.remove` refuses to delete: it is not a DAO stream (a wrong suffix,
+    a symbolic link, not a regular file, or a header that does not parse).
+
+    Also an :class:`OSError`, like a refused file operation."""
 
 
 class SemaphoreConflictError(StreamError):

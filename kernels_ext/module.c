@@ -5,12 +5,19 @@
  * protocol, so the Python layer builds zero-copy numpy views of headers, frames and keywords;
  * the hot paths (write, torn-free read, waits) run here with the GIL released where it pays.
  * The mapping outlives close() while numpy views of it exist, so no view can ever dangle.
+ *
+ * Closing while other threads use the stream: every call that runs without the GIL counts
+ * itself in `users`. close() marks the object closed and cancels the waits in progress (they
+ * return within DAO_WAIT_SLICE_NS and raise StreamError); the semaphores and the descriptor are
+ * released only when the last user has left, so nothing is ever unmapped under a thread.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -20,13 +27,19 @@
 #define NOGIL_BYTES (64 * 1024)
 /* Waits are cut in slices of this length to check for signals and a replaced file. */
 #define SLICE_NS 100000000LL
+/* Default time a slot's write flag may stay set, with every counter still, before a read
+ * decides that its writer died in the middle of the frame. */
+#define STUCK_NS 1000000000LL
 
 static PyObject *StreamError, *StreamFormatError, *StreamNotFoundError, *StreamTimeout;
 
 typedef struct {
     PyObject_HEAD
     dao_stream_t s;
-    int closed;
+    int closed;      /* close() was called: new calls fail */
+    int released;    /* semaphores and descriptor released (once the last user left) */
+    int users;       /* calls running on this stream without the GIL */
+    long long stuck_ns;
     Py_ssize_t exports;
     dev_t dev;
     ino_t ino;
@@ -48,6 +61,8 @@ static PyObject *raise_code(int code, const char *msg) {
         }
     } else if (code == -2) {
         PyErr_SetString(StreamFormatError, msg);
+    } else if (code == -4) {
+        PyErr_SetString(StreamError, msg);
     } else {
         PyErr_SetString(PyExc_ValueError, msg);
     }
@@ -100,6 +115,9 @@ static StreamObject *new_stream(void) {
     memset(&self->s, 0, sizeof self->s);
     self->s.fd = -1;
     self->closed = 1;
+    self->released = 1;
+    self->users = 0;
+    self->stuck_ns = STUCK_NS;
     self->exports = 0;
     self->last_cnt0 = self->last_cnt2 = 0;
     self->last_atime_ns = 0;
@@ -116,27 +134,50 @@ static int remember_file(StreamObject *self) {
     self->dev = st.st_dev;
     self->ino = st.st_ino;
     self->closed = 0;
+    self->released = 0;
     return 0;
 }
 
 /* The new Stream object once dao_create or dao_open returned r, or NULL with the error set. */
 static PyObject *finish_stream(StreamObject *self, int r, const char *err) {
-    if (r || remember_file(self)) {
-        if (r) raise_code(r, err);
+    if (r) {
+        raise_code(r, err);
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->released = 0; /* dao_create/dao_open succeeded: dealloc must release */
+    if (remember_file(self)) {
         Py_DECREF(self);
         return NULL;
     }
     return (PyObject *)self;
 }
 
+/* A uint32 argument given as any Python int: refused (not wrapped) when out of range. */
+static int parse_u32(PyObject *obj, const char *what, unsigned long long lo,
+                     unsigned long long hi, uint32_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (PyErr_Occurred() || v < lo || v > hi) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be an integer from %llu to %llu, not %R", what,
+                     lo, hi, obj);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
 static PyObject *mod_create(PyObject *mod, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"path", "shape", "atype", "depth", "nbkw", "mode", NULL};
     const char *path;
-    PyObject *shape;
+    PyObject *shape, *depth_obj = NULL, *nbkw_obj = NULL;
     int atype, mode = 0600;
-    unsigned int depth = 1, nbkw = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sOi|IIi", kwlist, &path, &shape, &atype, &depth,
-                                     &nbkw, &mode))
+    uint32_t depth = 1, nbkw = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sOi|OOi", kwlist, &path, &shape, &atype,
+                                     &depth_obj, &nbkw_obj, &mode))
+        return NULL;
+    if (depth_obj && parse_u32(depth_obj, "the FIFO depth", 1, UINT32_MAX, &depth)) return NULL;
+    if (nbkw_obj && parse_u32(nbkw_obj, "the number of keywords (nbkw)", 0, UINT16_MAX, &nbkw))
         return NULL;
     PyObject *seq = PySequence_Fast(shape, "shape must be a sequence of ints");
     if (!seq) return NULL;
@@ -199,30 +240,157 @@ static PyObject *mod_now_ns(PyObject *mod, PyObject *noargs) {
     return PyLong_FromLongLong(dao_now_ns());
 }
 
+/* ---- Liveness locks ------------------------------------------------------------------------
+ * A process that writes a stream (created or reused it) holds a read lock on one byte of the
+ * stream's owner file: the byte at offset = its pid (readers hold their semaphore claims). The locks are "open file
+ * description" locks (F_OFD_*): the kernel drops them when the process dies, closing another
+ * descriptor of the file does not, and a query names every holder by its byte. */
+
+static PyObject *mod_hold_pid(PyObject *mod, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    struct flock fl = {0};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)getpid();
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_SETLK, &fl)) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_pid_holders(PyObject *mod, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd)) return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    /* F_OFD_GETLK reports one conflicting lock of a range, not necessarily the first: search
+     * the ranges on both sides of each lock found. end 0: to the end of any file. */
+    enum { MAXR = 4096 };
+    off_t starts[MAXR], ends[MAXR];
+    int top = 0;
+    starts[top] = 0;
+    ends[top++] = 0;
+    while (top > 0) {
+        top--;
+        off_t start = starts[top], end = ends[top];
+        struct flock fl = {0};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = start;
+        fl.l_len = end ? end - start : 0;
+        if (fcntl(fd, F_OFD_GETLK, &fl)) {
+            Py_DECREF(out);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (fl.l_type == F_UNLCK) continue;
+        off_t lo = fl.l_start, hi = fl.l_len > 0 ? fl.l_start + fl.l_len : 0;
+        for (off_t pid = lo; pid < (hi ? hi : lo + 1); pid++) {
+            PyObject *v = PyLong_FromLongLong((long long)pid);
+            if (!v || PyList_Append(out, v)) {
+                Py_XDECREF(v);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+        if (top + 2 > MAXR) break;
+        if (lo > start) {
+            starts[top] = start;
+            ends[top++] = lo;
+        }
+        if (hi && (!end || hi < end)) {
+            starts[top] = hi;
+            ends[top++] = end;
+        }
+    }
+    if (PyList_Sort(out)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* ---- Stream methods ---------------------------------------------------------------------- */
 
 static void stream_unmap_if_unused(StreamObject *self) {
-    if (self->closed && self->exports == 0 && self->s.map) {
+    if (self->closed && self->released && self->users == 0 && self->exports == 0 &&
+        self->s.map) {
         munmap(self->s.map, self->s.map_size);
         self->s.map = NULL;
     }
 }
 
-static PyObject *stream_close(StreamObject *self, PyObject *noargs) {
-    if (self->closed) Py_RETURN_NONE;
+/* Release the semaphores and the descriptor (the mapping stays while views exist). Called
+ * with the GIL held, once closed and no thread uses the stream. */
+static void stream_release(StreamObject *self) {
+    if (self->released) return;
     dao_abort_write(&self->s);
-    /* Keep the mapping while numpy views of it exist; release everything else now. */
     unsigned char *map = self->s.map;
     self->s.map = NULL;
     dao_close(&self->s);
     self->s.map = map;
-    self->closed = 1;
+    self->released = 1;
     stream_unmap_if_unused(self);
+}
+
+static PyObject *closed_while_waiting(StreamObject *self);
+
+/* Bracket every section that uses the mapping or the semaphores without the GIL. Entering
+ * fails (StreamError set) if the stream was closed meanwhile: buffer requests, signal handlers
+ * or a garbage collection may have run Python code that closed it since check_open. */
+static int stream_enter(StreamObject *self) {
+    if (self->closed) {
+        closed_while_waiting(self);
+        return -1;
+    }
+    self->users++;
+    return 0;
+}
+
+static void stream_leave(StreamObject *self) {
+    self->users--;
+    if (self->closed && self->users == 0) stream_release(self);
+}
+
+static PyObject *closed_while_waiting(StreamObject *self) {
+    PyErr_Format(StreamError,
+                 "%s was closed (by another thread of this process) while this call waited on "
+                 "it or read it: open it again with dao.shm(path)", self->s.path);
+    return NULL;
+}
+
+static PyObject *stuck_error(StreamObject *self, int code, uint32_t slot, uint64_t cnt) {
+    if (code == DAO_INTERRUPTED) return closed_while_waiting(self);
+    char msg[DAO_ERRLEN + 128]; /* PyErr_Format has no %f */
+    double stuck = self->stuck_ns * 1e-9;
+    if (code == DAO_OVERWRITE)
+        snprintf(msg, sizeof msg,
+                 "slot %u of %s is rewritten faster than it can be copied (every copy tore for "
+                 "%.1f s): give the stream a deeper FIFO (depth >= 2), or read it with "
+                 "get_data_next or read_new", slot, self->s.path, stuck * 10 > 1 ? stuck * 10 : 1.0);
+    else
+        snprintf(msg, sizeof msg,
+                 "slot %u of %s stayed under write for %.1f s while its counter stayed at %llu: "
+                 "its writer died (or hangs) in the middle of a frame. Restart the writer (its "
+                 "next frame repairs the slot), or recreate the stream with "
+                 "dao.shm(path, data, replace=True)",
+                 slot, self->s.path, stuck, (unsigned long long)cnt);
+    PyErr_SetString(StreamError, msg);
+    return NULL;
+}
+
+static PyObject *stream_close(StreamObject *self, PyObject *noargs) {
+    if (self->closed) Py_RETURN_NONE;
+    self->closed = 1;
+    /* Threads waiting on the stream return within DAO_WAIT_SLICE_NS; the last one to leave
+     * releases the semaphores. */
+    dao_cancel(&self->s);
+    if (self->users == 0) stream_release(self);
     Py_RETURN_NONE;
 }
 
 static void stream_dealloc(StreamObject *self) {
-    if (!self->closed) {
+    if (!self->released) {
         dao_abort_write(&self->s);
         dao_close(&self->s);
     } else if (self->s.map) {
@@ -258,10 +426,19 @@ static PyObject *stream_write(StreamObject *self, PyObject *args, PyObject *kw) 
     Py_buffer view;
     if (get_frame_buffer(self, obj, &view, 0, self->s.frame_bytes)) return NULL;
     if (view.len >= NOGIL_BYTES) {
+        if (stream_enter(self)) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
         Py_BEGIN_ALLOW_THREADS
         dao_write(&self->s, view.buf, cnt2, atime);
         Py_END_ALLOW_THREADS
+        stream_leave(self);
     } else {
+        if (self->closed) {
+            PyBuffer_Release(&view);
+            return closed_while_waiting(self);
+        }
         dao_write(&self->s, view.buf, cnt2, atime);
     }
     PyBuffer_Release(&view);
@@ -280,20 +457,29 @@ static PyObject *stream_read(StreamObject *self, PyObject *args, PyObject *kw) {
     uint64_t c0, c2;
     int64_t at;
     int r;
-    if (view.len >= NOGIL_BYTES) {
+    /* Without the GIL whenever the read may last: a big frame, or a slot under write. */
+    int nogil = view.len >= NOGIL_BYTES;
+    if (self->closed) {
+        PyBuffer_Release(&view);
+        return closed_while_waiting(self);
+    }
+    if (!nogil) {
+        r = dao_read(&self->s, slot, view.buf, 0, &idx, &c0, &c2, &at);
+        nogil = r != DAO_SUCCESS;
+    }
+    if (nogil) {
+        long long stuck = self->stuck_ns;
+        if (stream_enter(self)) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
         Py_BEGIN_ALLOW_THREADS
-        r = dao_read(&self->s, slot, view.buf, 1000000000LL, &idx, &c0, &c2, &at);
+        r = dao_read(&self->s, slot, view.buf, stuck, &idx, &c0, &c2, &at);
         Py_END_ALLOW_THREADS
-    } else {
-        r = dao_read(&self->s, slot, view.buf, 1000000000LL, &idx, &c0, &c2, &at);
+        stream_leave(self);
     }
     PyBuffer_Release(&view);
-    if (r != DAO_SUCCESS) {
-        PyErr_Format(StreamError,
-                     "slot %d of %s stayed under write for 1 s: its writer is stuck or died "
-                     "mid-frame; restart the writer", slot, self->s.path);
-        return NULL;
-    }
+    if (r != DAO_SUCCESS) return stuck_error(self, r, idx, c0);
     self->last_slot = idx;
     self->last_cnt0 = c0;
     self->last_cnt2 = c2;
@@ -332,15 +518,19 @@ static Py_ssize_t read_range_bulk(const dao_stream_t *s, uint32_t tail_slot, uin
     return cap;
 }
 
-/* read_new(out, tail_slot, tail_cnt, counters, ids, times) -> n, or -1 if the writer lapped
- * the cursor. Copies, torn-free and in order, the frames after the cursor (counters
- * tail_cnt+1...) that are there, as many as `out` holds, with the GIL released; fills each
- * frame's cnt0, cnt2 and write time. */
+/* read_new(out, tail_slot, tail_cnt, counters, ids, times, partial=True) -> n, or -1 if the
+ * writer lapped the cursor. Copies, torn-free and in order, the frames after the cursor
+ * (counters tail_cnt+1...) that are there, as many as `out` holds, with the GIL released;
+ * fills each frame's cnt0, cnt2 and write time. A slot whose writer died mid-frame raises
+ * StreamError (with partial, only if no frame before it was copied: the call returns those
+ * first). */
 static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
     PyObject *obj, *cobj, *iobj, *tobj;
     unsigned int tail_slot;
     unsigned long long tail_cnt;
-    if (!PyArg_ParseTuple(args, "OIKOOO", &obj, &tail_slot, &tail_cnt, &cobj, &iobj, &tobj))
+    int partial = 1;
+    if (!PyArg_ParseTuple(args, "OIKOOO|p", &obj, &tail_slot, &tail_cnt, &cobj, &iobj, &tobj,
+                          &partial))
         return NULL;
     if (check_open(self)) return NULL;
     Py_buffer view, cview, iview, tview;
@@ -368,7 +558,17 @@ static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
     uint64_t *cnts = cview.buf, *ids = iview.buf;
     int64_t *times = tview.buf;
     long long n = 0;
-    uint32_t depth = self->s.depth;
+    uint32_t depth = self->s.depth, bad_slot = 0;
+    uint64_t bad_cnt = 0;
+    int bad = DAO_SUCCESS;
+    long long stuck = self->stuck_ns;
+    if (stream_enter(self)) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&cview);
+        PyBuffer_Release(&iview);
+        PyBuffer_Release(&tview);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     uint64_t newest = dao_counter(&self->s);
     uint64_t avail = newest > tail_cnt ? newest - tail_cnt : 0;
@@ -382,9 +582,16 @@ static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
             uint32_t slot = (uint32_t)((tail_slot + 1 + n) % depth);
             uint64_t c, c2;
             int64_t at;
-            if (dao_read(&self->s, (int)slot, (char *)view.buf + n * fb, 1000000000LL, NULL, &c,
-                         &c2, &at) != DAO_SUCCESS ||
-                c != tail_cnt + 1 + (uint64_t)n) {
+            int r = dao_read(&self->s, (int)slot, (char *)view.buf + n * fb, stuck, &bad_slot, &c,
+                             &c2, &at);
+            if (r == DAO_NOTREADY || r == DAO_INTERRUPTED) {
+                if (r == DAO_INTERRUPTED || n == 0 || !partial) {
+                    bad = r;
+                    bad_cnt = c;
+                }
+                break;
+            }
+            if (r != DAO_SUCCESS || c != tail_cnt + 1 + (uint64_t)n) {
                 if (n == 0) n = -1; /* overwritten under the cursor */
                 break;
             }
@@ -394,14 +601,17 @@ static PyObject *stream_read_new(StreamObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    stream_leave(self);
     PyBuffer_Release(&view);
     PyBuffer_Release(&cview);
     PyBuffer_Release(&iview);
     PyBuffer_Release(&tview);
+    if (bad != DAO_SUCCESS) return stuck_error(self, bad, bad_slot, bad_cnt);
     return PyLong_FromLongLong(n);
 }
 
-/* Parse a timeout in seconds: None or a negative number waits forever. */
+/* Parse a timeout in seconds: None (or infinity) waits forever (-1); a negative or NaN
+ * timeout is refused. */
 static int parse_timeout(PyObject *obj, int64_t *ns) {
     if (obj == Py_None) {
         *ns = -1;
@@ -409,8 +619,39 @@ static int parse_timeout(PyObject *obj, int64_t *ns) {
     }
     double t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred()) return -1;
-    *ns = t < 0 ? -1 : (int64_t)(t * 1e9);
+    if (isnan(t) || t < 0) {
+        PyErr_Format(PyExc_ValueError, "timeout must be a number of seconds >= 0 (or None to "
+                                       "wait without limit), not %R", obj);
+        return -1;
+    }
+    *ns = t > 1e9 ? -1 : (int64_t)(t * 1e9); /* over 30 years: no limit */
     return 0;
+}
+
+/* Absolute monotonic deadline of a timeout (-1: none), and the next slice to wait. */
+static int64_t deadline_of(int64_t timeout) { return timeout < 0 ? -1 : dao_mono_ns() + timeout; }
+
+static int64_t next_slice(int64_t deadline, int64_t slice) {
+    if (deadline < 0) return slice;
+    int64_t left = deadline - dao_mono_ns();
+    if (left < 0) left = 0;
+    return left < slice ? left : slice;
+}
+
+/* After a slice of a wait: 1 to go on, 0 if the deadline passed, -1 with an exception set. */
+static int wait_goes_on(StreamObject *self, int64_t deadline) {
+    if (self->closed) {
+        closed_while_waiting(self);
+        return -1;
+    }
+    if (deadline >= 0 && dao_mono_ns() >= deadline) return 0;
+    if (PyErr_CheckSignals()) return -1;
+    if (self->closed) { /* by a signal handler */
+        closed_while_waiting(self);
+        return -1;
+    }
+    if (check_same_file(self)) return -1;
+    return 1;
 }
 
 static PyObject *stream_wait(StreamObject *self, PyObject *args, PyObject *kw) {
@@ -420,19 +661,20 @@ static PyObject *stream_wait(StreamObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|iO", kwlist, &semnb, &tobj)) return NULL;
     int64_t timeout;
     if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
-    int64_t waited = 0;
+    int64_t deadline = deadline_of(timeout);
     for (;;) {
-        int64_t slice = SLICE_NS;
-        if (timeout >= 0 && timeout - waited < slice) slice = timeout - waited;
+        int64_t slice = next_slice(deadline, SLICE_NS);
         int r;
+        if (stream_enter(self)) return NULL;
         Py_BEGIN_ALLOW_THREADS
-        r = dao_wait_sem(&self->s, semnb, slice > 0 ? slice : 0);
+        r = dao_wait_sem(&self->s, semnb, slice);
         Py_END_ALLOW_THREADS
+        stream_leave(self);
         if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
         if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
-        waited += slice;
-        if (timeout >= 0 && waited >= timeout) return PyLong_FromLong(DAO_TIMEOUT);
-        if (PyErr_CheckSignals() || check_same_file(self)) return NULL;
+        int go = wait_goes_on(self, deadline);
+        if (go < 0) return NULL;
+        if (!go) return PyLong_FromLong(DAO_TIMEOUT);
     }
 }
 
@@ -446,19 +688,56 @@ static PyObject *stream_wait_counter(StreamObject *self, PyObject *args, PyObjec
         return NULL;
     int64_t timeout;
     if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
-    int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0, waited = 0;
+    int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0;
+    int64_t deadline = deadline_of(timeout);
     for (;;) {
-        int64_t slice = SLICE_NS + spin_ns;
-        if (timeout >= 0 && timeout - waited < slice) slice = timeout - waited;
+        int64_t slice = next_slice(deadline, SLICE_NS + spin_ns);
         int r;
+        if (stream_enter(self)) return NULL;
         Py_BEGIN_ALLOW_THREADS
-        r = dao_wait_counter(&self->s, seen, spin_ns, semnb, slice > 0 ? slice : 0);
+        r = dao_wait_counter(&self->s, seen, spin_ns, semnb, slice);
         Py_END_ALLOW_THREADS
+        stream_leave(self);
         if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
-        waited += slice;
+        if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
         spin_ns = 0; /* spin once, at entry */
-        if (timeout >= 0 && waited >= timeout) return PyLong_FromLong(DAO_TIMEOUT);
-        if (PyErr_CheckSignals() || check_same_file(self)) return NULL;
+        int go = wait_goes_on(self, deadline);
+        if (go < 0) return NULL;
+        if (!go) return PyLong_FromLong(DAO_TIMEOUT);
+    }
+}
+
+static PyObject *stream_wait_new(StreamObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"seen", "timeout", "spin", "semnb", NULL};
+    PyObject *seen_obj = Py_None, *tobj = Py_None;
+    double spin = 0;
+    int semnb = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOdi", kwlist, &seen_obj, &tobj, &spin, &semnb))
+        return NULL;
+    int64_t timeout;
+    if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
+    unsigned long long seen = 0;
+    int has_seen = seen_obj != Py_None;
+    if (has_seen) {
+        seen = PyLong_AsUnsignedLongLong(seen_obj);
+        if (seen == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    }
+    int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0;
+    int64_t deadline = deadline_of(timeout);
+    for (;;) {
+        int64_t slice = next_slice(deadline, SLICE_NS + spin_ns);
+        int r;
+        if (stream_enter(self)) return NULL;
+        Py_BEGIN_ALLOW_THREADS
+        r = dao_wait_new(&self->s, seen, has_seen, spin_ns, semnb, slice);
+        Py_END_ALLOW_THREADS
+        stream_leave(self);
+        if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
+        if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
+        spin_ns = 0;
+        int go = wait_goes_on(self, deadline);
+        if (go < 0) return NULL;
+        if (!go) return PyLong_FromLong(DAO_TIMEOUT);
     }
 }
 
@@ -493,10 +772,20 @@ static PyObject *stream_write_part(StreamObject *self, PyObject *args, PyObject 
     if (check_writable(self)) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (self->closed) {
+        PyBuffer_Release(&view);
+        return closed_while_waiting(self);
+    }
     if (view.len % self->s.itemsize) {
         PyBuffer_Release(&view);
         return PyErr_Format(PyExc_ValueError, "a packet of %zd bytes is not a whole number of "
                             "%zu-byte elements", view.len, self->s.itemsize);
+    }
+    if ((unsigned long long)(view.len / self->s.itemsize) > UINT32_MAX) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "a packet of %zd elements is more than DAO's "
+                            "4294967295 (a uint32): send it in several packets",
+                            view.len / (Py_ssize_t)self->s.itemsize);
     }
     char err[DAO_ERRLEN];
     int r = dao_write_part(&self->s, view.buf, position, (uint32_t)(view.len / self->s.itemsize),
@@ -529,9 +818,22 @@ static PyObject *stream_combine(StreamObject *self, PyObject *arg) {
     }
     char err[DAO_ERRLEN];
     int r;
+    int closed = self->closed;
+    for (Py_ssize_t i = 0; i < n; i++) closed |= ((StreamObject *)PySequence_Fast_GET_ITEM(seq, i))->closed;
+    if (closed) {
+        PyMem_Free(srcs);
+        Py_DECREF(seq);
+        PyErr_SetString(StreamError, "a stream of the combine was closed by another thread: "
+                                     "open it again with dao.shm(path)");
+        return NULL;
+    }
+    self->users++;
+    for (Py_ssize_t i = 0; i < n; i++) ((StreamObject *)PySequence_Fast_GET_ITEM(seq, i))->users++;
     Py_BEGIN_ALLOW_THREADS
     r = dao_combine(&self->s, srcs, (int)n, err);
     Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) stream_leave((StreamObject *)PySequence_Fast_GET_ITEM(seq, i));
+    stream_leave(self);
     PyMem_Free(srcs);
     Py_DECREF(seq);
     if (r) return raise_code(r, err);
@@ -616,13 +918,16 @@ static PyMethodDef stream_methods[] = {
     {"read", (PyCFunction)(void (*)(void))stream_read, METH_VARARGS | METH_KEYWORDS,
      "read(out, slot=-1) -> cnt0: torn-free copy of a slot (newest if -1) into out."},
     {"read_new", (PyCFunction)stream_read_new, METH_VARARGS,
-     "read_new(out, tail_slot, tail_cnt, counters, ids, times) -> n (-1: lapped)."},
+     "read_new(out, tail_slot, tail_cnt, counters, ids, times, partial=True) -> n (-1: lapped)."},
     {"wait", (PyCFunction)(void (*)(void))stream_wait, METH_VARARGS | METH_KEYWORDS,
      "wait(semnb=0, timeout=None) -> status: wait on a semaphore without the GIL."},
     {"wait_counter", (PyCFunction)(void (*)(void))stream_wait_counter,
      METH_VARARGS | METH_KEYWORDS,
      "wait_counter(seen, timeout=None, spin=0.01, semnb=0) -> status: spin until the counter "
      "moves, then fall back to the semaphore."},
+    {"wait_new", (PyCFunction)(void (*)(void))stream_wait_new, METH_VARARGS | METH_KEYWORDS,
+     "wait_new(seen=None, timeout=None, spin=0.0, semnb=0) -> status: wait for a frame whose "
+     "counter differs from seen (None: any post of the semaphore), consuming stale posts."},
     {"begin_write", (PyCFunction)stream_begin_write, METH_NOARGS, "Open a write of the next slot."},
     {"abort_write", (PyCFunction)stream_abort_write, METH_NOARGS, "Drop an open write."},
     {"finalize", (PyCFunction)(void (*)(void))stream_finalize, METH_VARARGS | METH_KEYWORDS,
@@ -655,6 +960,9 @@ static PyMemberDef stream_members[] = {
     {"last_atime_ns", T_LONGLONG, offsetof(StreamObject, last_atime_ns), READONLY,
      "timestamp (ns since the epoch) of the last read"},
     {"last_slot", T_UINT, offsetof(StreamObject, last_slot), READONLY, "slot of the last read"},
+    {"stuck_ns", T_LONGLONG, offsetof(StreamObject, stuck_ns), 0,
+     "ns a slot's write flag may stay set, every counter still, before a read reports a "
+     "writer that died mid-frame"},
     {NULL},
 };
 
@@ -680,6 +988,12 @@ static PyMethodDef module_methods[] = {
     {"unlink_semaphores", (PyCFunction)mod_unlink_semaphores, METH_VARARGS,
      "unlink_semaphores(base): remove every semaphore of that base name"},
     {"now_ns", (PyCFunction)mod_now_ns, METH_NOARGS, "CLOCK_REALTIME in ns since the epoch"},
+    {"hold_pid", (PyCFunction)mod_hold_pid, METH_VARARGS,
+     "hold_pid(fd): read-lock the byte at offset getpid() of fd (an OFD lock, dropped when the "
+     "descriptor is closed or the process dies)"},
+    {"pid_holders", (PyCFunction)mod_pid_holders, METH_VARARGS,
+     "pid_holders(fd) -> [pid, ...]: the pids whose byte of the file is locked through another "
+     "open file description (live holders, this process included)"},
     {NULL},
 };
 

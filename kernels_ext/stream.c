@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,17 @@ static int64_t mono_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t dao_mono_ns(void) { return mono_ns(); }
+
+static int cancelled(const dao_stream_t *s) { return __atomic_load_n(&s->cancel, __ATOMIC_RELAXED); }
+
+void dao_cancel(dao_stream_t *s) { __atomic_store_n(&s->cancel, 1, __ATOMIC_RELEASE); }
+
+static void sleep_ns(int64_t ns) {
+    struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+    nanosleep(&ts, NULL);
 }
 
 int dao_semaphore_base(const char *path, char *base, char *errbuf) {
@@ -93,23 +105,45 @@ static void set_layout(dao_stream_t *s, uint32_t depth, uint32_t nbkw, uint64_t 
     s->scratch = NULL;
 }
 
-static int open_semaphores(dao_stream_t *s, int mode, int drain, char *errbuf) {
+/* A semaphore is trusted if it is a regular file of ours (or of `other`, the owner of the
+ * stream file it serves): never one another user planted under the stream's names. */
+static int check_semaphore_file(const char *name, uid_t other, char *errbuf) {
+    char file[DAO_NAME_LEN + 32];
+    struct stat st;
+    snprintf(file, sizeof file, "/dev/shm/sem.%s", name + 1);
+    if (lstat(file, &st)) return 0; /* not glibc's usual folder: nothing we can check */
+    if (!S_ISREG(st.st_mode))
+        return fail(errbuf, -4, "semaphore %s is not a regular file (a symbolic link?), so dao "
+                                "does not trust it: remove it (as its owner or root) or use "
+                                "another stream name", file);
+    if (st.st_uid != geteuid() && st.st_uid != other)
+        return fail(errbuf, -4, "semaphore %s belongs to uid %u, not to you (uid %u): another "
+                                "user made it, so dao does not trust it. Use another stream name, "
+                                "or have its owner (or root) remove it", file,
+                    (unsigned)st.st_uid, (unsigned)geteuid());
+    return 0;
+}
+
+static int open_semaphores(dao_stream_t *s, int mode, int drain, uid_t other, char *errbuf) {
     char name[DAO_NAME_LEN + 16];
     for (int i = 0; i <= DAO_NSEM; i++) {
         if (i < DAO_NSEM)
             snprintf(name, sizeof name, "/%s_sem%02d", s->base, i);
         else
             snprintf(name, sizeof name, "/%s_semlog", s->base);
+        if (check_semaphore_file(name, other, errbuf)) return -4;
         sem_t *sem = sem_open(name, O_CREAT, mode, 0);
         if (sem == SEM_FAILED)
-            return fail(errbuf, -1, "cannot open semaphore %s: %s", name, strerror(errno));
-        if (drain)
-            while (sem_trywait(sem) == 0) {
-            }
+            return fail(errbuf, -1, "cannot open semaphore %s: %s%s", name, strerror(errno),
+                        errno == ELOOP ? " (a symbolic link: remove it)" : "");
         if (i < DAO_NSEM)
             s->sem[i] = sem;
         else
             s->semlog = sem;
+        if (check_semaphore_file(name, other, errbuf)) return -4;
+        if (drain)
+            while (sem_trywait(sem) == 0) {
+            }
     }
     return 0;
 }
@@ -156,11 +190,15 @@ int dao_create(dao_stream_t *s, const char *path, int naxis, const uint32_t *siz
     uint64_t nelement = 1;
     for (int i = 0; i < naxis; i++) {
         if (size[i] == 0) return fail(errbuf, -3, "axis %d has length 0: every axis needs >= 1", i);
-        nelement *= size[i];
+        if (__builtin_mul_overflow(nelement, (uint64_t)size[i], &nelement))
+            return fail(errbuf, -3, "a frame of shape (%u, %u, %u) has more than 2**64 elements: "
+                                    "use a smaller shape", size[0], size[1], size[2]);
     }
     size_t total = stream_bytes(nelement, itemsize, depth, nbkw);
-    if (!total) return fail(errbuf, -3, "stream too large: %llu elements x %zu bytes x depth %u",
-                            (unsigned long long)nelement, itemsize, depth);
+    if (!total)
+        return fail(errbuf, -3, "a stream of depth %u of %llu-element frames of %zu bytes is "
+                                "more than 2**63 bytes: use a smaller shape or depth", depth,
+                    (unsigned long long)nelement, itemsize);
     strcpy(s->path, path);
     if (dao_semaphore_base(path, s->base, errbuf)) return -3;
 
@@ -171,12 +209,34 @@ int dao_create(dao_stream_t *s, const char *path, int naxis, const uint32_t *siz
         return fail(errbuf, -3, "path too long: %s", path);
     int fd = mkstemp(tmp);
     if (fd < 0) return fail(errbuf, -1, "cannot create %s: %s", path, strerror(errno));
-    if (fchmod(fd, (mode_t)mode) || ftruncate(fd, (off_t)total)) {
-        int e = errno;
+    /* Reserve every byte now: a full filesystem (a small tmpfs, say) fails here with ENOSPC,
+     * not later with a SIGBUS in whichever process first touches a missing page. */
+    struct statvfs vfs;
+    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize) {
+        unsigned long long avail =
+            (unsigned long long)(geteuid() == 0 ? vfs.f_bfree : vfs.f_bavail);
+        if (avail < (unsigned long long)total / vfs.f_frsize + 1) {
+            close(fd);
+            unlink(tmp);
+            errno = ENOSPC;
+            return fail(errbuf, -1, "cannot create %s: it needs %zu bytes and its filesystem has "
+                                    "%llu bytes free (No space left on device): use a smaller "
+                                    "depth or shape, or free space there (df, dao rm --dead)",
+                        path, total, avail * vfs.f_frsize);
+        }
+    }
+    int e = 0;
+    if (fchmod(fd, (mode_t)mode)) e = errno;
+    if (!e) e = posix_fallocate(fd, 0, (off_t)total);
+    if (e == EINVAL || e == EOPNOTSUPP) e = ftruncate(fd, (off_t)total) ? errno : 0;
+    if (e) {
         close(fd);
         unlink(tmp);
         errno = e;
-        return fail(errbuf, -1, "cannot size %s to %zu bytes: %s", path, total, strerror(e));
+        return fail(errbuf, -1, "cannot create %s: reserving its %zu bytes failed: %s%s", path,
+                    total, strerror(e),
+                    e == ENOSPC || e == EFBIG ? ": use a smaller depth or shape, or free space "
+                                                "there (df, dao rm --dead)" : "");
     }
     unsigned char *map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
@@ -197,24 +257,20 @@ int dao_create(dao_stream_t *s, const char *path, int naxis, const uint32_t *siz
     s->meta[0].fifo_size = depth;
     s->meta[0].fifo_last_written = depth - 1;
     for (uint32_t k = 0; k < nbkw; k++) s->kw[k].type = 'N';
-    if (rename(tmp, path)) {
-        int e = errno;
-        dao_close(s);
-        unlink(tmp);
-        errno = e;
-        return fail(errbuf, -1, "cannot create %s: %s", path, strerror(e));
-    }
     /* Stale semaphores beyond the ten of the format go; the ten start at 0. */
     char name[DAO_NAME_LEN + 16];
     for (int i = DAO_NSEM; i < 100; i++) {
         snprintf(name, sizeof name, "/%s_sem%02d", s->base, i);
         sem_unlink(name);
     }
-    if (open_semaphores(s, mode, 1, errbuf)) {
-        int e = errno;
+    int r = open_semaphores(s, mode, 1, geteuid(), errbuf);
+    if (!r && rename(tmp, path)) r = fail(errbuf, -1, "cannot create %s: %s", path, strerror(errno));
+    if (r) {
+        e = errno;
         dao_close(s);
+        unlink(tmp);
         errno = e;
-        return -1;
+        return r;
     }
     return 0;
 }
@@ -274,7 +330,8 @@ int dao_open(dao_stream_t *s, const char *path, int writable, char *errbuf) {
     } else {
         for (int i = 0; i < m.naxis; i++) {
             if (m.size[i] == 0) why = "one of its axes has length 0";
-            nelement *= m.size[i];
+            if (__builtin_mul_overflow(nelement, (uint64_t)m.size[i], &nelement))
+                why = "its shape has more than 2**64 elements";
         }
         for (int i = m.naxis; i < DAO_MAX_AXES && !why; i++)
             if (m.size[i] != 0) why = "an unused axis length is not 0";
@@ -313,11 +370,12 @@ int dao_open(dao_stream_t *s, const char *path, int writable, char *errbuf) {
     s->map_size = expect;
     set_layout(s, depth, m.NBkw, nelement, itemsize);
     s->readonly = !(prot & PROT_WRITE);
-    if (open_semaphores(s, st.st_mode & 0666, 0, errbuf)) {
+    int r = open_semaphores(s, st.st_mode & 0666, 0, st.st_uid, errbuf);
+    if (r) {
         int e = errno;
         dao_close(s);
         errno = e;
-        return -1;
+        return r;
     }
     return 0;
 }
@@ -423,9 +481,18 @@ void dao_abort_write(dao_stream_t *s) {
     s->writing_slot = -1;
 }
 
-int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t max_wait_ns, uint32_t *slot_out,
+static void deadline_ts(struct timespec *ts, clockid_t clk, int64_t timeout_ns) {
+    clock_gettime(clk, ts);
+    int64_t ns = ts->tv_nsec + timeout_ns;
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec = ns % 1000000000LL;
+}
+
+int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t stuck_ns, uint32_t *slot_out,
              uint64_t *cnt0_out, uint64_t *cnt2_out, int64_t *atime_out) {
-    int64_t deadline = 0;
+    int64_t since = 0, first = 0;
+    uint64_t last_c0 = 0, last_newest = 0;
+    int64_t give_up = stuck_ns * 10 > 1000000000LL ? stuck_ns * 10 : 1000000000LL;
     for (unsigned tries = 0;; tries++) {
         uint32_t idx = slot < 0 ? dao_newest(s) : (uint32_t)slot % s->depth;
         const dao_meta_t *m = &s->meta[idx];
@@ -451,24 +518,41 @@ int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t max_wait_ns, ui
             CPU_RELAX();
             continue;
         }
-        int64_t t = mono_ns();
-        if (!deadline)
-            deadline = t + max_wait_ns;
-        else if (t > deadline)
+        if (stuck_ns <= 0) { /* a quick try only */
+            if (slot_out) *slot_out = idx;
+            if (cnt0_out) *cnt0_out = c0;
             return DAO_NOTREADY;
-        sched_yield();
+        }
+        /* The slot stays under write. A live writer moves a counter; a writer that died between
+         * setting the flag and publishing leaves the flag set and every counter still. */
+        uint64_t newest = dao_counter(s);
+        int64_t t = mono_ns();
+        if (!first) first = t;
+        if (!since || c0 != last_c0 || newest != last_newest) {
+            since = t;
+            last_c0 = c0;
+            last_newest = newest;
+        }
+        int code = DAO_SUCCESS;
+        if (cancelled(s))
+            code = DAO_INTERRUPTED;
+        else if (w0 && t - since > stuck_ns)
+            code = DAO_NOTREADY;
+        else if (t - first > give_up)
+            code = DAO_OVERWRITE;
+        if (code != DAO_SUCCESS) {
+            if (slot_out) *slot_out = idx;
+            if (cnt0_out) *cnt0_out = c0;
+            return code;
+        }
+        if (tries < 2048)
+            sched_yield();
+        else
+            sleep_ns(50000);
     }
 }
 
-static void deadline_ts(struct timespec *ts, clockid_t clk, int64_t timeout_ns) {
-    clock_gettime(clk, ts);
-    int64_t ns = ts->tv_nsec + timeout_ns;
-    ts->tv_sec += ns / 1000000000LL;
-    ts->tv_nsec = ns % 1000000000LL;
-}
-
-int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns) {
-    sem_t *sem = s->sem[semnb];
+static int sem_wait_slice(sem_t *sem, int64_t timeout_ns) {
     struct timespec ts;
     int r;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
@@ -484,12 +568,55 @@ int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns) {
     return errno == ETIMEDOUT ? DAO_TIMEOUT : DAO_ERROR;
 }
 
+int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns) {
+    int64_t end = mono_ns() + (timeout_ns > 0 ? timeout_ns : 0);
+    for (;;) {
+        if (cancelled(s)) return DAO_INTERRUPTED;
+        int64_t left = end - mono_ns();
+        if (left < 0) left = 0;
+        int r = sem_wait_slice(s->sem[semnb], left < DAO_WAIT_SLICE_NS ? left : DAO_WAIT_SLICE_NS);
+        if (r != DAO_TIMEOUT) return r;
+        if (left <= DAO_WAIT_SLICE_NS) return cancelled(s) ? DAO_INTERRUPTED : DAO_TIMEOUT;
+    }
+}
+
+int dao_wait_new(dao_stream_t *s, uint64_t seen, int has_seen, int64_t spin_ns, int semnb,
+                 int64_t timeout_ns) {
+    int64_t start = mono_ns(), t = start;
+    if (has_seen && dao_counter(s) != seen) return DAO_SUCCESS;
+    if (has_seen && spin_ns > 0) {
+        for (unsigned it = 1;; it++) {
+            if (dao_counter(s) != seen) return DAO_SUCCESS;
+            if ((it & 255) == 0) {
+                if (cancelled(s)) return DAO_INTERRUPTED;
+                t = mono_ns();
+                if (t - start >= spin_ns || t - start >= timeout_ns) break;
+            }
+            CPU_RELAX();
+        }
+    }
+    for (;;) {
+        if (cancelled(s)) return DAO_INTERRUPTED;
+        int64_t left = timeout_ns - (t - start);
+        if (left <= 0) return DAO_TIMEOUT;
+        int r = sem_wait_slice(s->sem[semnb], left < DAO_WAIT_SLICE_NS ? left : DAO_WAIT_SLICE_NS);
+        if (r == DAO_ERROR) return r;
+        if (r == DAO_SUCCESS && !has_seen) return DAO_SUCCESS;
+        /* A post that brings no frame newer than `seen` was stale: it is consumed, and the
+         * wait goes on. The counter is checked after every slice too, in case another reader
+         * sharing this semaphore took the post. */
+        if (has_seen && dao_counter(s) != seen) return DAO_SUCCESS;
+        t = mono_ns();
+    }
+}
+
 int dao_wait_counter(dao_stream_t *s, uint64_t seen, int64_t spin_ns, int semnb,
                      int64_t timeout_ns) {
     int64_t start = mono_ns(), t = start;
     for (unsigned it = 1;; it++) {
         if (dao_counter(s) != seen) return DAO_SUCCESS;
         if ((it & 255) == 0) {
+            if (cancelled(s)) return DAO_INTERRUPTED;
             t = mono_ns();
             if (t - start >= spin_ns || t - start >= timeout_ns) break;
         }
@@ -498,9 +625,11 @@ int dao_wait_counter(dao_stream_t *s, uint64_t seen, int64_t spin_ns, int semnb,
     /* Past the spin budget: sleep on the semaphore in short slices, checking the counter. */
     for (;;) {
         if (dao_counter(s) != seen) return DAO_SUCCESS;
+        if (cancelled(s)) return DAO_INTERRUPTED;
         int64_t left = timeout_ns - (t - start);
         if (left <= 0) return DAO_TIMEOUT;
-        dao_wait_sem(s, semnb, left < 1000000 ? left : 1000000);
+        if (sem_wait_slice(s->sem[semnb], left < 1000000 ? left : 1000000) == DAO_ERROR)
+            return DAO_ERROR;
         t = mono_ns();
     }
 }
@@ -553,10 +682,18 @@ int dao_combine(dao_stream_t *dst, dao_stream_t *const *srcs, int nsrc, char *er
     unsigned char *out = dst->data + (size_t)idx * dst->frame_bytes;
     for (int k = 0; k < nsrc; k++) {
         void *buf = k ? dst->scratch : out;
-        if (dao_read(srcs[k], -1, buf, 100000000LL, NULL, NULL, NULL, NULL) != DAO_SUCCESS) {
+        uint32_t slot = 0;
+        int r = dao_read(srcs[k], -1, buf, 1000000000LL, &slot, NULL, NULL, NULL);
+        if (r != DAO_SUCCESS) {
             dao_abort_write(dst);
-            return fail(errbuf, -2, "source %s stayed under write for 100 ms: is its writer "
-                                    "stuck or dead?", srcs[k]->path);
+            if (r == DAO_INTERRUPTED)
+                return fail(errbuf, -4, "source %s was closed by another thread during the "
+                                        "combine", srcs[k]->path);
+            return fail(errbuf, -4, "slot %u of source %s %s: restart its writer", slot,
+                        srcs[k]->path,
+                        r == DAO_NOTREADY ? "stayed under write for 1 s with its counter "
+                                            "unchanged: its writer died in the middle of a frame"
+                                          : "is rewritten faster than it can be copied");
         }
         if (k) add_frames(out, buf, atype, dst->nelement);
     }

@@ -26,8 +26,11 @@ enum {
     DAO_TIMEOUT = -1,
     DAO_OVERWRITE = -2,
     DAO_NOTREADY = -3,
-    DAO_INTERRUPTED = -4, /* ours: a wait slice ended so the caller can check signals */
+    DAO_INTERRUPTED = -4, /* ours: the stream is being closed (dao_cancel) */
 };
+
+/* Longest sleep of one semaphore wait before the waiter checks dao_cancel again (ns). */
+#define DAO_WAIT_SLICE_NS 10000000LL
 
 typedef struct {
     char name[DAO_NAME_LEN];      /*    0 */
@@ -110,6 +113,7 @@ typedef struct {
     unsigned char *scratch; /* for combine, allocated on first use */
     int writing_slot;       /* slot of an open partial write, -1 if none */
     int readonly;           /* mapped read-only (no write permission) */
+    int cancel;             /* set by dao_cancel: waits and reads in progress return at once */
     char path[DAO_NAME_LEN];
     char base[DAO_NAME_LEN];
 } dao_stream_t;
@@ -120,11 +124,17 @@ size_t dao_itemsize(int atype);
 /* All calls return 0 on success or -1 with errbuf (size DAO_ERRLEN) filled in. */
 #define DAO_ERRLEN 512
 
+/* Error codes of the calls below (besides 0): -1 system error (errno set), -2 not a valid
+ * stream (format), -3 invalid argument, -4 refused for safety (a file or semaphore of another
+ * user, a symbolic link). */
 int dao_semaphore_base(const char *path, char *base, char *errbuf);
 int dao_create(dao_stream_t *s, const char *path, int naxis, const uint32_t *size, int atype,
                uint32_t depth, uint32_t nbkw, int mode, char *errbuf);
 int dao_open(dao_stream_t *s, const char *path, int writable, char *errbuf);
 void dao_close(dao_stream_t *s);
+/* Ask the waits and reads running on s in other threads to return DAO_INTERRUPTED soon
+ * (within DAO_WAIT_SLICE_NS). */
+void dao_cancel(dao_stream_t *s);
 int dao_unlink_semaphores(const char *base, char *errbuf);
 
 /* Index of the newest slot (always < depth, whatever the file says). */
@@ -146,19 +156,35 @@ void dao_abort_write(dao_stream_t *s);
 void dao_finalize(dao_stream_t *s, int64_t cnt2, int64_t atime_ns);
 
 /* Copy slot `slot` (or the newest if slot < 0) into dst, never torn. The copied slot's
- * counter, frame id and timestamp go to the out pointers (any may be NULL).
- * Returns DAO_SUCCESS, or DAO_NOTREADY when the slot stayed under write for max_wait_ns. */
-int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t max_wait_ns, uint32_t *slot_out,
+ * counter, frame id and timestamp go to the out pointers (any may be NULL); on failure the
+ * slot and its counter still go to slot_out and cnt0.
+ * Returns DAO_SUCCESS; DAO_NOTREADY when the slot's write flag stayed set for stuck_ns while
+ * its counter and the stream's newest counter did not move (its writer died mid-frame);
+ * DAO_OVERWRITE when every copy tore for 10 * stuck_ns (at least 1 s) while the writer kept
+ * writing (frames rewritten faster than they can be copied); DAO_INTERRUPTED (dao_cancel).
+ * stuck_ns <= 0 makes a quick try: DAO_NOTREADY after a short spin. */
+int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t stuck_ns, uint32_t *slot_out,
              uint64_t *cnt0, uint64_t *cnt2, int64_t *atime_ns);
 
-/* Wait on semaphore semnb for at most timeout_ns (< 0: one slice of slice_ns).
- * Returns DAO_SUCCESS, DAO_TIMEOUT, or DAO_INTERRUPTED when the slice ended first. */
+/* Wait on semaphore semnb for at most timeout_ns (>= 0), in slices of DAO_WAIT_SLICE_NS.
+ * Returns DAO_SUCCESS, DAO_TIMEOUT, DAO_INTERRUPTED (dao_cancel) or DAO_ERROR (errno). */
 int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns);
 
 /* Wait until the newest counter differs from `seen`: busy-spin for spin_ns, then wait on
- * semaphore semnb in short slices. Returns DAO_SUCCESS or DAO_TIMEOUT (after timeout_ns). */
+ * semaphore semnb in short slices. Returns DAO_SUCCESS, DAO_TIMEOUT (after timeout_ns) or
+ * DAO_INTERRUPTED (dao_cancel). */
 int dao_wait_counter(dao_stream_t *s, uint64_t seen, int64_t spin_ns, int semnb,
                      int64_t timeout_ns);
+
+/* Wait for a frame newer than the one a reader last returned (counter `seen`).
+ * With has_seen, return as soon as the newest counter differs from seen: at once if it
+ * already does, else after a busy-spin of spin_ns or a post of semaphore semnb; a post that
+ * brings no new frame (a stale post, made while the reader was copying) is consumed and the
+ * wait goes on. Without has_seen (the reader returned nothing yet), any post will do, as in
+ * the Durham library. Returns DAO_SUCCESS, DAO_TIMEOUT (after timeout_ns), DAO_INTERRUPTED or
+ * DAO_ERROR. */
+int dao_wait_new(dao_stream_t *s, uint64_t seen, int has_seen, int64_t spin_ns, int semnb,
+                 int64_t timeout_ns);
 
 /* Drain a semaphore (set it to 0). */
 void dao_drain_sem(dao_stream_t *s, int semnb);
@@ -168,5 +194,6 @@ int dao_sem_value(const dao_stream_t *s, int semnb);
 int dao_combine(dao_stream_t *dst, dao_stream_t *const *srcs, int nsrc, char *errbuf);
 
 int64_t dao_now_ns(void);
+int64_t dao_mono_ns(void);
 
 #endif

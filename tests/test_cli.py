@@ -25,9 +25,10 @@ def test_ls_lists_streams_with_rate(name, stream_dir):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split() == ["NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE",
-                                "SPAN"]
+                                "SPAN", "OWNER"]
     row = next(line for line in lines if line.startswith(name)).split()
-    assert row[1:5] == ["4x6", "uint16", "3", "1"]
+    assert row[1:5] == ["4x6", "uint16", "3", "0"]  # no frame written yet
+    assert row[-2:] == ["pid", str(os.getpid())]  # this process writes it
     assert any("broken.im.shm: unreadable" in line for line in lines)
     s.close()
 
@@ -40,7 +41,7 @@ def test_info_shows_metadata_and_keywords(name):
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert s.path in out and "(5,)" in out and "float64" in out
-    assert "cnt0              2" in out and "cnt2              12" in out
+    assert "cnt0              1" in out and "cnt2              12" in out
     assert "gain" in out and "integrator gain" in out
 
 
@@ -50,7 +51,8 @@ def test_info_shows_fifo_history(name):
         s.set_data(np.zeros(2, np.float32))
         time.sleep(0.01)
     out = run("info", name).stdout
-    assert "newest slot       1 of 4" in out and "history           4 frames spanning" in out
+    # five frames in slots 0 1 2 3 0 (creating writes none)
+    assert "newest slot       0 of 4" in out and "history           4 frames spanning" in out
 
 
 def test_rm_and_missing(name):

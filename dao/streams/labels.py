@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dao.streams.stream import shm
+from dao.streams.stream import shm, write_private
 
 __all__ = ["set_labels", "get_labels", "default_dims", "labelled_shape", "view", "history",
            "labels_path"]
@@ -103,10 +103,10 @@ def set_labels(
                              f"need {want}")
         spec["coords"][cname] = {"dims": list(cdims), "data": _jsonable(arr),
                                  "dtype": str(arr.dtype)}
-    tmp = labels_path(stream) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(spec, f)
-    os.replace(tmp, labels_path(stream))
+    # a new 0600 file (O_EXCL, never a link someone planted) renamed into place; group
+    # streams get group-readable labels
+    mode = 0o660 if os.stat(stream.path).st_mode & 0o060 else 0o600
+    write_private(labels_path(stream), json.dumps(spec), mode)
 
 
 def get_labels(stream: shm) -> dict[str, Any]:

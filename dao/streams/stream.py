@@ -9,19 +9,27 @@ errors. The hot paths run in the C core :mod:`dao._shm` with the GIL released wh
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
+import itertools
+import math
 import os
+import stat
+import time
+import uuid
 import warnings
 from collections.abc import Iterator, MutableMapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from dao import _shm
 from dao.errors import (
     DaoWarning,
+    NotAStreamError,
     SemaphoreConflictError,
+    StreamBusyError,
     StreamError,
     StreamMismatchError,
     StreamNotFoundError,
@@ -39,6 +47,9 @@ __all__ = [
     "stream_path",
     "list_streams",
     "remove",
+    "remove_dead",
+    "stream_holders",
+    "StreamHolders",
     "combine",
 ]
 
@@ -92,30 +103,247 @@ def _claim_file(base: str, index: int) -> str:
     return os.path.join(SEM_DIR, f"dao.{base}.sem{index:02d}.lock")
 
 
+# -- files beside a stream: owner, claims, labels ---------------------------------------------
+# They live in shared folders (/dev/shm, /tmp) where anyone may plant a file or a symbolic
+# link under the names dao uses. So they are created with O_EXCL (a new file of ours, mode
+# 0600) or opened with O_NOFOLLOW, and used only if they are regular files of this user.
+
+
+def _untrusted(path: str, st: os.stat_result, other_uid: int | None = None) -> str | None:
+    """Why the file ``path`` (with ``st`` from fstat) must not be used, or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid != os.getuid() and st.st_uid != other_uid:
+        return (f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): another "
+                "user made it, so dao does not trust it")
+    return None
+
+
+def _open_private(path: str, create: bool = True) -> int:
+    """Open (creating it with mode 0600 if missing) a file of ours in a shared folder.
+
+    Never follows a symbolic link and never uses another user's file.
+
+    Raises
+    ------
+    StreamError
+        ``path`` is a symbolic link, not a regular file, or another user's.
+    OSError
+        The file cannot be opened (e.g. no permission on the folder).
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = -1
+    if create:
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    if fd < 0:
+        try:
+            fd = os.open(path, flags)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StreamError(
+                    f"{path} is a symbolic link, which dao never follows in a shared folder: "
+                    "remove it (someone may have planted it)"
+                ) from None
+            raise
+    why = _untrusted(path, os.fstat(fd))
+    if why:
+        os.close(fd)
+        raise StreamError(f"{why}: remove it (as its owner or root), or use another stream name")
+    return fd
+
+
+def write_private(path: str, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically: a new temporary file (``O_EXCL``, ``mode``) in the
+    same folder, renamed over ``path``. Never follows a symbolic link planted at either name."""
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         mode)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise StreamError(f"cannot make a temporary file in {folder}")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)  # replaces a planted link itself, never what it points to
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_private(path: str, other_uid: int | None = None) -> str | None:
+    """Content of a file of ours (or of ``other_uid``), None if absent or not to be trusted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if _untrusted(path, os.fstat(fd), other_uid):
+            return None
+        return os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _read_owner(base: str) -> tuple[str, int | None] | None:
+    """(stream path, pid of its last writer) from the owner file of ``base``, or None."""
+    text = _read_private(_owner_file(base))
+    if not text:
+        return None
+    lines = text.splitlines()
+    pid = lines[1].strip() if len(lines) > 1 else ""
+    return lines[0].strip(), int(pid) if pid.isdigit() else None
+
+
+def _open_owner(path: str) -> int | None:
+    """Open (or create, mode 0600) the owner file of the stream at ``path``, before creating
+    the stream. None when it cannot be used (no /dev/shm, say: it is only a guard, never a
+    reason to fail); StreamError when it is a symbolic link or another user's file."""
+    try:
+        fd = _open_private(_owner_file(_base(path)))
+    except StreamError:
+        raise
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        _shm.hold_pid(fd)  # live from now on: remove_dead leaves a stream being created alone
+    return fd
+
+
+def _record_owner(fd: int | None, path: str) -> int | None:
+    """Record this process as a writer of the stream at ``path`` in its owner file ``fd``: the
+    path and our pid, and the liveness lock of our pid (see :func:`stream_holders`). Returns
+    the descriptor that holds the lock (close it to detach), or None."""
+    if fd is None:
+        return None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{path}\n{os.getpid()}\n".encode(), 0)
+        _shm.hold_pid(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie, dead but not yet reaped, counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _claims(base: str) -> dict[int, int]:
+    """Semaphore indexes of ``base`` claimed by live processes, as ``{index: pid}``."""
+    out = {}
+    for i in range(_shm.NSEM):
+        path = _claim_file(base, i)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if _untrusted(path, os.fstat(fd)):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "0"
+            out[i] = int(pid) if pid.isdigit() else -1
+        finally:
+            os.close(fd)
+    return out
+
+
+class StreamHolders(NamedTuple):
+    """Who holds a stream: see :func:`stream_holders`."""
+
+    owner: int | None
+    """pid of the last process that created or reused the stream as a writer (owner file)."""
+    writers: tuple[int, ...]
+    """Live processes that hold the stream open as writers (created or reused it)."""
+    readers: dict[int, int]
+    """Semaphore indexes claimed by live readers, as ``{index: pid}``."""
+
+    @property
+    def dead_owner(self) -> bool:
+        """True if the stream's last writer died and no live process writes it."""
+        return self.owner is not None and not self.writers and not _pid_alive(self.owner)
+
+    def others(self) -> list[str]:
+        """The live holders other than this process, e.g. ``["pid 12 (writer)"]``."""
+        me = os.getpid()
+        out = [f"pid {p} (writer)" for p in self.writers if p != me]
+        out += [f"pid {p} (reader on semaphore {i})" for i, p in self.readers.items() if p != me]
+        return out
+
+    def describe(self) -> str:
+        """One word or so for ``dao ls``: writers' pids, a dead owner, or ``-``."""
+        if self.writers:
+            return "pid " + ",".join(map(str, self.writers))
+        if self.dead_owner:
+            return f"dead owner pid {self.owner}"
+        return "-"
+
+
+def stream_holders(name: str | os.PathLike) -> StreamHolders:
+    """The live processes that write or read a stream, and its last writer.
+
+    Writers (processes that created or reused the stream with ``dao.shm(path, data)``) hold a
+    lock on the stream's owner file (``/dev/shm/dao.<base>.owner``) while their stream is
+    open; readers that claimed a semaphore hold its claim file. The kernel drops both when a
+    process dies, so only live processes are listed. Readers that did not claim a semaphore,
+    and processes of the DAO C library, are not seen.
+    """
+    path = stream_path(name)
+    base = _base(path)
+    rec = _read_owner(base)
+    owner, writers = None, ()
+    if rec is not None and rec[0] == path:
+        owner = rec[1]
+        try:
+            fd = os.open(_owner_file(base), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                writers = tuple(_shm.pid_holders(fd))
+            except OSError:
+                writers = ()
+            finally:
+                os.close(fd)
+    return StreamHolders(owner, writers, _claims(base))
+
+
 def _semaphore_users(path: str) -> list[str]:
     """Other existing streams whose semaphores would have the same names as ``path``'s."""
     base = _base(path)
     others = set()
-    try:
-        with open(_owner_file(base)) as f:
-            owner = f.read().strip()
-        if owner and owner != path and os.path.exists(owner):
-            others.add(owner)
-    except OSError:
-        pass
+    rec = _read_owner(base)
+    if rec and rec[0] and rec[0] != path and os.path.exists(rec[0]):
+        others.add(rec[0])
     folder = os.path.dirname(path)
     for p in glob.glob(os.path.join(glob.escape(folder), glob.escape(base) + ".*")):
         if p != path and p.endswith(SUFFIX) and _base(p) == base:
             others.add(p)
     return sorted(others)
-
-
-def _claim_owner(path: str) -> None:
-    try:
-        with open(_owner_file(_base(path)), "w") as f:
-            f.write(path)
-    except OSError:
-        pass  # only a guard against conflicts; never a reason to fail a create
 
 
 def list_streams(directory: str | os.PathLike | None = None) -> list[str]:
@@ -130,33 +358,147 @@ def list_streams(directory: str | os.PathLike | None = None) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(folder), "*" + SUFFIX)))
 
 
-def remove(name: str | os.PathLike) -> None:
-    """Delete a stream: its file, its semaphores and dao's claim files.
+def _check_is_stream(path: str) -> None:
+    """Raise unless ``path`` is a stream file: a regular ``*.im.shm`` file (not a link) whose
+    header parses (a NUL-terminated name, 1 to 3 axes of nonzero length, a DAO type code).
+    Its size and counts are not checked, so truncated or damaged streams can be removed."""
+    if not path.endswith(SUFFIX):
+        raise NotAStreamError(
+            f"{path} does not end with {SUFFIX}, so it is not a stream: dao removes streams "
+            "only; delete other files yourself"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise StreamNotFoundError(2, f"no stream at {path}: nothing to remove") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotAStreamError(
+                f"{path} is a symbolic link, not a stream: dao does not remove links or what "
+                "they point to; delete it yourself if you are sure"
+            ) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        head = os.read(fd, META_SIZE) if stat.S_ISREG(st.st_mode) else b""
+    finally:
+        os.close(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "not a regular file"
+    elif len(head) < META_SIZE:
+        why = f"{len(head)} bytes, less than one {META_SIZE}-byte header"
+    else:
+        m = np.frombuffer(head, META_DTYPE, count=1)[0]
+        naxis, size = int(m["naxis"]), [int(v) for v in m["size"]]
+        if b"\0" not in bytes(head[:80]):
+            why = "its name field is not NUL-terminated"
+        elif not 1 <= naxis <= 3 or int(m["atype"]) not in DTYPE_OF:
+            why = "its header has no valid axis count or data type"
+        elif 0 in size[:naxis] or any(size[naxis:]):
+            why = "its header holds no valid shape"
+    if why:
+        raise NotAStreamError(
+            f"{path} is not a DAO stream ({why}): dao removes streams only; delete it yourself "
+            "if you are sure"
+        )
 
-    Works on damaged files too, since nothing is opened.
+
+def remove(name: str | os.PathLike) -> None:
+    """Delete a stream: its file, its semaphores, and dao's owner, claim and labels files.
+
+    Only streams are deleted: a ``*.im.shm`` regular file whose header parses (a truncated
+    stream is still removed). Semaphores are kept if another existing stream uses the same
+    names (see :class:`SemaphoreConflictError`).
 
     Raises
     ------
     StreamNotFoundError
         If there is no such file.
+    NotAStreamError
+        If the file is not a stream (another suffix, a symbolic link, a foreign file).
     """
     path = stream_path(name)
+    _check_is_stream(path)
     base = _base(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
         raise StreamNotFoundError(2, f"no stream at {path}: nothing to remove") from None
+    rec = _read_owner(base)
+    if rec is not None and rec[0] != path and rec[0] and os.path.exists(rec[0]):
+        pass  # another stream uses these semaphore names: they stay
+    else:
+        _remove_semaphores(base)
+    with contextlib.suppress(OSError):
+        os.unlink(path + ".xr.json")  # labels, see dao.streams.labels (unlink never follows)
+
+
+def _remove_semaphores(base: str) -> None:
+    """Unlink the semaphores of ``base`` and dao's owner and claim files for it (ours only)."""
     _shm.unlink_semaphores(base)
-    owner = _owner_file(base)
-    with contextlib.suppress(OSError):
-        with open(owner) as f:
-            if f.read().strip() == path:
-                os.unlink(owner)
-    for i in range(_shm.NSEM):
+    for f in [_owner_file(base), *(_claim_file(base, i) for i in range(_shm.NSEM))]:
         with contextlib.suppress(OSError):
-            os.unlink(_claim_file(base, i))
-    with contextlib.suppress(OSError):
-        os.unlink(path + ".xr.json")  # labels, see dao.streams.labels
+            if not _untrusted(f, os.lstat(f)):
+                os.unlink(f)
+
+
+def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, int | None]]:
+    """Remove what processes that died (SIGKILL, a crash) left behind.
+
+    - the streams of ``directory`` whose last writer died and that no live process writes or
+      reads (on a claimed semaphore), with their semaphores, owner, claim and labels files;
+    - anywhere, the semaphores, owner and claim files of this user whose stream file is gone
+      and whose last writer died;
+    - in ``directory``, temporary files of stream creations that were killed
+      (``<name>.im.shm.XXXXXX``, this user's, untouched for 10 minutes).
+
+    Streams whose owner is unknown (made by the DAO C library, say) are left alone.
+
+    Parameters
+    ----------
+    directory : str, optional
+        Folder of the streams; default ``$DAO_SHM_DIR`` (``/tmp``).
+
+    Returns
+    -------
+    list of (str, int or None)
+        What was removed: a stream path, ``<semaphores of BASE>`` or a temporary file, with
+        the dead owner's pid (None for a temporary file).
+    """
+    removed: list[tuple[str, int | None]] = []
+    folder = os.fspath(directory) if directory is not None else shm_dir()
+    for p in glob.glob(os.path.join(glob.escape(folder), "*" + SUFFIX + ".??????")):
+        with contextlib.suppress(OSError):
+            st = os.lstat(p)
+            if (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+                    and time.time() - st.st_mtime > 600):
+                os.unlink(p)
+                removed.append((p, None))
+    for p in list_streams(directory):
+        try:
+            h = stream_holders(p)
+        except (ValueError, OSError):
+            continue
+        if h.dead_owner and not h.others():
+            try:
+                remove(p)
+            except (StreamError, OSError):
+                continue
+            removed.append((p, h.owner))
+    for owner in glob.glob(os.path.join(glob.escape(SEM_DIR), "dao.*.owner")):
+        base = os.path.basename(owner)[len("dao."): -len(".owner")]
+        rec = _read_owner(base)
+        if rec is None or not rec[0] or os.path.exists(rec[0]):
+            continue
+        try:
+            h = stream_holders(rec[0])
+        except (ValueError, OSError):
+            continue
+        if h.dead_owner and not h.others():
+            _remove_semaphores(base)
+            removed.append((f"<semaphores of {base}>", h.owner))
+    return removed
 
 
 def combine(sources: Sequence[shm], destination: shm) -> None:
@@ -166,6 +508,19 @@ def combine(sources: Sequence[shm], destination: shm) -> None:
     source frame is read torn-free.
     """
     destination.combine(sources)
+
+
+def _timeout(timeout: float | None, zero_waits_forever: bool = False) -> float | None:
+    """Check a timeout in seconds: None (or 0 if ``zero_waits_forever``) means no limit."""
+    if timeout is None:
+        return None
+    t = float(timeout)
+    if math.isnan(t) or t < 0:
+        raise ValueError(
+            f"timeout must be a number of seconds >= 0 (or None to wait without limit), "
+            f"not {timeout!r}"
+        )
+    return None if t == 0 and zero_waits_forever else t
 
 
 class Keywords(MutableMapping):
@@ -293,13 +648,19 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         counter stays 0 and histories are empty until the first :meth:`set_data`. If a stream
         with the same shape, dtype and depth already exists at ``path``, it is reused (its
         readers stay attached, its counters go on, and ``data`` is written as a new frame);
-        otherwise a new one replaces it.
+        otherwise a new one replaces it, unless live processes use it (see ``replace``).
     depth : int
-        FIFO depth N: the stream keeps its last N frames. Default 1.
+        FIFO depth N: the stream keeps its last N frames. 1 to 2**32 - 1; default 1.
     nbkw : int
-        Number of keyword records (fixed at creation). Default 16.
+        Number of keyword records (fixed at creation), 0 to 65535. Default 16.
     group : bool
         Create the file and semaphores with group read/write access (mode 0660, not 0600).
+    replace : bool
+        Replace an existing stream of another geometry even if live processes (other than
+        this one) still write it or read it on a claimed semaphore. Without it, that is
+        refused with :class:`~dao.errors.StreamBusyError` naming their pids, since they would
+        be left on the old, deleted stream (their waits then raise StreamError). Reusing a
+        stream of the same geometry never orphans anyone, so it is always allowed.
 
     Raises
     ------
@@ -307,12 +668,18 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         Opening a path where no stream exists.
     StreamFormatError
         Opening a file that is not a valid stream (empty, truncated, foreign, inconsistent).
+    StreamBusyError
+        Replacing a stream that live processes use, without ``replace=True``.
     SemaphoreConflictError
         Creating a stream whose semaphore names another existing stream already uses.
+    StreamError
+        A semaphore or owner file of the stream is a symbolic link or another user's.
     TypeError, ValueError
-        Unsupported dtype, more than 3 axes, empty frames, a path of 80 bytes or more.
-    PermissionError
-        No permission on the file.
+        Unsupported dtype, more than 3 axes, empty frames, a path of 80 bytes or more, a
+        depth or a frame size too large to be stored.
+    OSError
+        No permission on the file (PermissionError); no room for the stream on its
+        filesystem (errno ENOSPC: the whole file is reserved at creation).
 
     Notes
     -----
@@ -342,37 +709,46 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         *,
         nbkw: int = 16,
         group: bool = False,
+        replace: bool = False,
     ):
         self._s = None
         self._claim: tuple[int, int] | None = None
+        self._owner_fd: int | None = None
+        self._seen: int | None = None  # cnt0 of the last frame get_data returned
         self.spin_time = SPIN_TIME
         p = stream_path(path)
-        if data is None:
-            if not os.path.exists(p):
-                raise StreamNotFoundError(
-                    2, f"no stream at {p}: create it with dao.shm(path, data)"
-                )
-            self._s = _shm.open(p)
-            others = _semaphore_users(p)
-            if others:
-                warnings.warn(
-                    f"{p} shares its semaphore names with {', '.join(others)}: readers of one "
-                    "are woken by writes to the other; rename one of them",
-                    DaoWarning,
-                    stacklevel=2,
-                )
-        else:
-            reused = self._create(p, data, depth, nbkw, group)
-        self._map()
-        if data is not None:
-            if reused:  # readers of the existing stream see the new data as a frame
-                self.set_data(data)
-            else:  # a new stream holds ``data`` but no frame yet, as one the C library made
-                self._frames[self._stream.newest()] = np.asarray(data)
-        self.reset_tail()
+        try:
+            if data is None:
+                if not os.path.exists(p):
+                    raise StreamNotFoundError(
+                        2, f"no stream at {p}: create it with dao.shm(path, data)"
+                    )
+                self._s = _shm.open(p)
+                others = _semaphore_users(p)
+                if others:
+                    warnings.warn(
+                        f"{p} shares its semaphore names with {', '.join(others)}: readers of "
+                        "one are woken by writes to the other; rename one of them",
+                        DaoWarning,
+                        stacklevel=2,
+                    )
+            else:
+                reused = self._create(p, data, depth, nbkw, group, replace)
+            self._map()
+            if data is not None:
+                if reused:  # readers of the existing stream see the new data as a frame
+                    self.set_data(data)
+                else:  # a new stream holds ``data`` but no frame yet, as one the C library made
+                    self._frames[self._stream.newest()] = np.asarray(data)
+            self.reset_tail()
+        except BaseException:
+            self.close()
+            raise
 
     # -- creation and mapping ----------------------------------------------------------------
-    def _create(self, p: str, data: Any, depth: int, nbkw: int, group: bool) -> bool:
+    def _create(
+        self, p: str, data: Any, depth: int, nbkw: int, group: bool, replace: bool
+    ) -> bool:
         """Create the stream at ``p``, or reuse one of the same geometry (then True)."""
         arr = np.asarray(data)
         atype = atype_of(arr.dtype)
@@ -383,8 +759,16 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             )
         if arr.size == 0:
             raise ValueError(f"cannot create a stream of empty frames (shape {arr.shape})")
-        if int(depth) < 1:
-            raise ValueError(f"FIFO depth must be at least 1, not {depth}")
+        depth = int(depth)
+        if not 1 <= depth < 2**32:
+            raise ValueError(f"FIFO depth must be 1 to 2**32 - 1 (a uint32), not {depth}")
+        if not 0 <= int(nbkw) < 2**16:
+            raise ValueError(f"nbkw must be 0 to 65535 (a uint16), not {nbkw}")
+        if max(arr.shape) >= 2**32:
+            raise ValueError(
+                f"frame shape {arr.shape}: DAO stores each axis length in a uint32, so at most "
+                "4294967295"
+            )
         others = _semaphore_users(p)
         if others:
             raise SemaphoreConflictError(
@@ -392,23 +776,43 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                 f"{', '.join(others)} (same base name {_base(p)!r}), so each stream's readers "
                 "would be woken by the other's writes; choose another name or delete that stream"
             )
-        with contextlib.suppress(StreamError, OSError):
-            old = _shm.open(p)
-            same = (
-                old.depth == depth
-                and self._geometry(old) == (tuple(arr.shape), DTYPE_OF[atype])
-                and not old.readonly
+        owner = _open_owner(p)  # refused now if planted: before anything is created
+        try:
+            try:
+                old = _shm.open(p)
+            except (StreamError, OSError, ValueError):
+                old = None
+            if old is not None:
+                same = (
+                    old.depth == depth
+                    and self._geometry(old) == (tuple(arr.shape), DTYPE_OF[atype])
+                    and not old.readonly
+                )
+                if same:
+                    self._s = old
+                    self._owner_fd, owner = _record_owner(owner, p), None
+                    return True
+                old.close()
+            if not replace and os.path.lexists(p):
+                busy = stream_holders(p).others()
+                if busy:
+                    raise StreamBusyError(
+                        f"cannot create {p}: a stream of another geometry is there and live "
+                        f"processes use it: {', '.join(busy)}. Stop them (or close the stream "
+                        "there) first, or pass replace=True to replace it anyway (their waits "
+                        "on the old stream will then raise StreamError)"
+                    )
+            self._s = _shm.create(
+                p, arr.shape, atype, depth=depth, nbkw=int(nbkw), mode=0o660 if group else 0o600
             )
-            if same:
-                self._s = old
-                _claim_owner(p)
-                return True
-            old.close()
-        self._s = _shm.create(
-            p, arr.shape, atype, depth=int(depth), nbkw=int(nbkw), mode=0o660 if group else 0o600
-        )
-        _claim_owner(p)
-        return False
+            self._owner_fd, owner = _record_owner(owner, p), None
+            return False
+        finally:
+            if owner is not None:  # not recorded: creation failed
+                with contextlib.suppress(OSError):
+                    if os.fstat(owner).st_size == 0:  # a file this call made: no trace left
+                        os.unlink(_owner_file(_base(p)))
+                os.close(owner)
 
     @staticmethod
     def _geometry(s) -> tuple[tuple[int, ...], np.dtype]:
@@ -423,7 +827,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self._shape = shape
         self._dtype = dtype
         self._frames = np.frombuffer(
-            s, dtype=dtype, count=depth * int(np.prod(shape)), offset=depth * META_SIZE
+            s, dtype=dtype, count=depth * math.prod(shape), offset=depth * META_SIZE
         ).reshape((depth, *shape))
         kw_offset = depth * (META_SIZE + s.frame_bytes)
         self._kw = np.frombuffer(s, dtype=KW_DTYPE, count=s.nbkw, offset=kw_offset)
@@ -530,7 +934,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self,
         check: bool = False,
         semNb: int | None = None,  # noqa: N803 - Durham name
-        timeout: float = 0,
+        timeout: float | None = 0,
         spin: bool = False,
         *,
         out: np.ndarray | None = None,
@@ -542,12 +946,17 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         Parameters
         ----------
         check : bool
-            Wait for a new frame before reading.
+            Wait for a frame newer than the last one this object's ``get_data`` returned,
+            then read the newest. A semaphore post that brings no newer frame (a stale post:
+            the writer wrote while the previous call was copying) is consumed and the wait
+            goes on, so a frame is never returned twice. Until this object returned a frame,
+            any post will do, as in the Durham library.
         semNb : int, optional
             Semaphore index (0-9) to wait on; default the one claimed with
             :meth:`claim_semaphore`, else 0. Each reader needs its own index.
-        timeout : float
-            Longest wait, in seconds; 0 waits until a frame comes (Ctrl-C interrupts).
+        timeout : float or None
+            Longest wait, in seconds. 0 (the Durham default) or None waits until a frame comes
+            (Ctrl-C interrupts). Negative or NaN: ValueError.
         spin : bool
             Busy-spin on the frame counter (for :attr:`spin_time` seconds, then sleep on the
             semaphore) instead of sleeping on the semaphore: lower latency, burns a core.
@@ -558,29 +967,51 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         Returns
         -------
         numpy.ndarray
-            The frame (``out`` if given).
+            The frame (``out`` if given); its counter, frame id and time are in
+            :attr:`last_read`.
 
         Raises
         ------
         StreamTimeout
             If no new frame came within ``timeout``.
+        StreamError
+            The stream was closed by another thread during the wait; or the newest slot
+            stayed under write for :attr:`stuck_timeout` seconds with its counter unchanged
+            (its writer died in the middle of a frame).
+        ValueError
+            A negative or NaN ``timeout``.
         """
         s = self._stream
         if check:
             sem = semNb if semNb is not None else (self._claim[0] if self._claim else 0)
-            t = timeout if timeout and timeout > 0 else None
-            if spin:
-                status = s.wait_counter(s.counter(), t, self.spin_time, sem)
-            else:
-                status = s.wait(sem, t)
+            t = _timeout(timeout, zero_waits_forever=True)
+            seen = self._seen
+            if seen is None and spin:
+                seen = s.counter()
+            status = s.wait_new(seen, t, self.spin_time if spin else 0.0, sem)
             if status == _shm.TIMEOUT:
                 raise StreamTimeout(
                     f"no new frame on {s.path} within {timeout} s "
                     f"({'spinning' if spin else f'semaphore {sem}'}): is its writer running?"
                 )
         out = self._out(out)
-        s.read(out)
+        self._seen = s.read(out)
         return out
+
+    @property
+    def stuck_timeout(self) -> float:
+        """Seconds a slot's write flag may stay set, with every counter unchanged, before a
+        read decides that its writer died in the middle of the frame and raises StreamError
+        (default 1 s). Raise it for writers that keep a frame open longer (slow partial
+        writes)."""
+        return self._stream.stuck_ns * 1e-9
+
+    @stuck_timeout.setter
+    def stuck_timeout(self, seconds: float) -> None:
+        t = float(seconds)
+        if not t > 0 or math.isinf(t):
+            raise ValueError(f"stuck_timeout must be a positive number of seconds, not {seconds}")
+        self._stream.stuck_ns = int(t * 1e9)
 
     def get_counter(self) -> int:
         """Frame counter (cnt0) of the newest frame."""
@@ -629,8 +1060,16 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         return out
 
     def close(self) -> None:
-        """Close the stream in this process (the file and other processes are not touched)."""
+        """Close the stream in this process (the file and other processes are not touched).
+
+        Safe while other threads wait on or read this object: they raise StreamError ("closed
+        while this call waited") within about 10 ms, and the semaphores are released once the
+        last of them has left.
+        """
         self.release_semaphore()
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)  # drops this writer's liveness lock
+            self._owner_fd = None
         if self._s is not None:
             self._s.close()
 
@@ -645,9 +1084,11 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
     def claim_semaphore(self, index: int | None = None) -> int:
         """Claim a semaphore index that no live process holds, for this reader.
 
-        The claim is an advisory lock (``flock``) that the kernel drops when the process dies,
-        so indexes of dead readers are reclaimed automatically. Index 0, the default of Durham
-        readers, is claimed last. Stale posts on the claimed semaphore are drained.
+        The claim is an advisory lock (``flock``) on ``/dev/shm/dao.<base>.semNN.lock`` that
+        the kernel drops when the process dies, so indexes of dead readers are reclaimed
+        automatically. Index 0, the default of Durham readers, is claimed last. Stale posts on
+        the claimed semaphore are drained. A claim file that is a symbolic link or another
+        user's is refused (StreamError).
 
         Parameters
         ----------
@@ -666,7 +1107,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         for i in order:
             if not 0 <= i < _shm.NSEM:
                 raise ValueError(f"semaphore index {i} out of range 0-9")
-            fd = os.open(_claim_file(s.base, i), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _open_private(_claim_file(s.base, i))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -702,22 +1143,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
 
     def semaphore_claims(self) -> dict[int, int]:
         """Semaphore indexes claimed by live processes, as ``{index: pid}``."""
-        base = self._stream.base
-        out = {}
-        for i in range(_shm.NSEM):
-            try:
-                fd = os.open(_claim_file(base, i), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            except BlockingIOError:
-                pid = os.read(fd, 32).decode() or "0"
-                out[i] = int(pid) if pid.isdigit() else -1
-            finally:
-                os.close(fd)
-        return out
+        return _claims(self._stream.base)
 
     @contextlib.contextmanager
     def writing(self, cnt2: int | None = None) -> Iterator[np.ndarray]:
@@ -733,7 +1159,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         >>> with s.writing() as frame:
         ...     frame[:] = [1, 2, 3]
         >>> s.get_data().tolist(), s.get_counter()
-        ([1.0, 2.0, 3.0], 2)
+        ([1.0, 2.0, 3.0], 1)
         >>> s.delete()
         """
         s = self._stream
@@ -811,7 +1237,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         Parameters
         ----------
         timeout : float, optional
-            Longest wait in seconds (None: until a frame comes).
+            Longest wait in seconds (None: until a frame comes; 0: do not wait).
         spin : bool
             Busy-spin on the counter for :attr:`spin_time` seconds before sleeping.
 
@@ -819,13 +1245,21 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         -------
         bool
             True if a new frame is there, False on timeout.
+
+        Raises
+        ------
+        StreamError
+            The stream was closed by another thread during the wait.
+        ValueError
+            A negative or NaN ``timeout``.
         """
         s = self._stream
+        t = _timeout(timeout)
         cnt = self._tail[1]
         if s.counter() != cnt:
             return True
         sem = self._claim[0] if self._claim else 0
-        return s.wait_counter(cnt, timeout, self.spin_time if spin else 0.0, sem) != _shm.TIMEOUT
+        return s.wait_counter(cnt, t, self.spin_time if spin else 0.0, sem) != _shm.TIMEOUT
 
     def get_data_next(
         self,
@@ -842,7 +1276,8 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         wait : bool
             If no new frame is there yet, wait for one (on the claimed semaphore, else 0).
         timeout : float, optional
-            Longest wait in seconds; None waits until a frame comes (Ctrl-C interrupts).
+            Longest wait in seconds; None waits until a frame comes (Ctrl-C interrupts), 0
+            does not wait. Negative or NaN: ValueError.
         spin : bool
             Busy-spin on the counter for :attr:`spin_time` seconds before sleeping.
         out : numpy.ndarray, optional
@@ -857,14 +1292,20 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         frame : numpy.ndarray or None
             The frame read, None for NOTREADY and TIMEOUT. Its counter and timestamp are in
             :attr:`last_read`.
+
+        Raises
+        ------
+        StreamError
+            The stream was closed by another thread during the wait, or the slot to read
+            stayed under write with its counter unchanged (its writer died mid-frame).
         """
         s = self._stream
+        t = _timeout(timeout)
         slot, cnt = self._tail
         if s.counter() == cnt:
             if not wait:
                 return self.DAO_NOTREADY, None
             sem = self._claim[0] if self._claim else 0
-            t = timeout if timeout is not None and timeout >= 0 else None
             status = s.wait_counter(cnt, t, self.spin_time if spin else 0.0, sem)
             if status == _shm.TIMEOUT:
                 return self.DAO_TIMEOUT, None
@@ -899,6 +1340,13 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             The frames copied, oldest first. ``lost`` counts frames the writer overwrote
             before they could be copied (the cursor then jumped to the newest frame, the
             first of the batch); 0 normally.
+
+        Raises
+        ------
+        StreamError
+            The next slot stayed under write for :attr:`stuck_timeout` seconds with its
+            counter unchanged: its writer died in the middle of that frame (the frames before
+            it are returned first). Or the stream was closed by another thread.
         """
         s = self._stream
         if out is None:
@@ -978,9 +1426,9 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         depth = s.depth
         have = self.frames_available
         n = have if n is None else int(n)
-        if not 1 <= n <= depth:
+        if not 1 <= n <= depth and (have or n != 0):
             raise ValueError(f"history length must be 1 to the depth ({depth}), not {n}")
-        if n > have:
+        if n > have or have == 0:
             raise ValueError(
                 f"{s.path} has {have} frame(s) to give, not {n}: ask for at most "
                 "frames_available, or wait for the writer"
@@ -992,12 +1440,16 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         for _ in range(100):
             newest = s.newest()
             last = int(self._meta["cnt0"][newest])
-            # one C call copies frames last-n+1 ... last in order, checking each counter
-            got = s.read_new(data, (newest - n) % depth, last - n, cnt0, cnt2, times)
+            # one C call copies frames last-n+1 ... last in order, checking each counter; a
+            # slot left under write by a writer that died mid-frame raises StreamError at once
+            got = s.read_new(data, (newest - n) % depth, last - n, cnt0, cnt2, times, False)
             if got == n:
                 return Frames(data, cnt0, cnt2, times) if meta else data
             # the writer overwrote the oldest frames during the copy: start again
-        raise StreamError(f"{s.path} is written faster than its history can be copied")
+        raise StreamError(
+            f"{s.path} is written faster than its last {n} frames can be copied (100 tries): "
+            "ask for fewer frames, or give the stream a deeper FIFO"
+        )
 
     def history_metadata(self, n: int | None = None) -> Frames:
         """Counters and write times of the last ``n`` frames, without copying their data.
@@ -1006,13 +1458,21 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         :attr:`frames_available` (fewer are never returned silently: see
         :meth:`get_history`). The header fields are read as a seqlock: a set that the writer
         changed during the read is read again.
+
+        Raises
+        ------
+        StreamError
+            A slot of the range stayed under write for :attr:`stuck_timeout` seconds with the
+            counter unchanged (its writer died mid-frame), or the writer kept changing the
+            range for that long.
         """
         depth, have = self.depth, self.frames_available
         n = have if n is None else int(n)
         if not 0 <= n <= have:
             raise ValueError(f"{self.path} has {have} frame(s) to give, not {n}")
         m = self._meta
-        for _ in range(100):
+        since, seen, first = 0.0, -1, time.monotonic()
+        for tries in itertools.count():
             newest = self._stream.newest()
             slots = (newest - n + 1 + np.arange(n)) % depth
             cnt0 = m["cnt0"][slots]
@@ -1022,7 +1482,32 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             if ok:
                 return Frames(None, cnt0.astype(np.uint64), cnt2.astype(np.uint64),
                               times.astype(np.int64))
-        raise StreamError(f"{self.path} is written faster than its metadata can be read")
+            if tries < 100:
+                continue
+            now, counter = time.monotonic(), self.get_counter()
+            if counter != seen:  # the writer is alive: give it time
+                since, seen = now, counter
+            if now - first > max(1.0, 10 * self.stuck_timeout):
+                raise StreamError(
+                    f"{self.path} is written faster than the metadata of its last {n} frames "
+                    "can be read: ask for fewer frames"
+                )
+            if now - since > self.stuck_timeout:
+                if writing.any():
+                    slot = int(slots[np.flatnonzero(writing)[0]])
+                    raise StreamError(
+                        f"slot {slot} of {self.path} stayed under write for "
+                        f"{self.stuck_timeout:.1f} s while the counter stayed at {counter}: "
+                        "its writer died (or hangs) in the middle of a frame. Restart the "
+                        "writer, or recreate the stream with dao.shm(path, data, replace=True)"
+                    )
+                raise StreamError(
+                    f"the counters of the last {n} slots of {self.path} are not consecutive "
+                    f"({[int(c) for c in cnt0]}) and no writer changes them: its headers are "
+                    "damaged; recreate the stream"
+                )
+            time.sleep(0.0005)
+        raise AssertionError("unreachable")
 
     def iter_frames(
         self, timeout: float | None = None, spin: bool = False

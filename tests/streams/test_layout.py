@@ -32,7 +32,8 @@ def test_header_bytes(name, atype, shape, depth):
     frames = [(np.arange(np.prod(shape)) + 10 * k).astype(dtype).reshape(shape)
               for k in range(3)]
     t0 = time.time()
-    s = dao.shm(name, frames[0], depth=depth, nbkw=2)
+    s = dao.shm(name, np.zeros_like(frames[0]), depth=depth, nbkw=2)  # no frame written
+    s.set_data(frames[0])
     s.set_data(frames[1], cnt2=7)
     s.set_data(frames[2])
     t1 = time.time()

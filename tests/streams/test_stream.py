@@ -20,13 +20,14 @@ def test_create_open_roundtrip(name):
     with dao.shm(name, data) as w, dao.shm(name) as r:
         assert r.shape == (3, 4) and r.dtype == np.float32 and r.depth == 1
         assert r.path == os.path.join(os.environ["DAO_SHM_DIR"], name + ".im.shm")
-        np.testing.assert_array_equal(r.get_data(), data)
-        assert r.get_counter() == r.counter == 1
+        np.testing.assert_array_equal(r.get_data(), data)  # the initial content
+        assert r.get_counter() == r.counter == 0  # ... is not a frame, as in the C library
+        assert r.frames_available == 0
         w.set_data(data * 2, cnt2=41)
         np.testing.assert_array_equal(r.get_data(), data * 2)
-        assert r.get_counter() == 2 and r.get_frame_id() == 41
+        assert r.get_counter() == 1 and r.get_frame_id() == 41
         assert abs(r.get_timestamp() - time.time()) < 5
-        assert r.last_read.counter == 2 and r.last_read.frame_id == 41
+        assert r.last_read.counter == 1 and r.last_read.frame_id == 41
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -64,14 +65,14 @@ def test_recreate_with_same_geometry_keeps_readers(name):
     r = dao.shm(name)
     w2 = dao.shm(name, np.full((2, 2), 3, np.float32))  # a notebook re-running its cell
     assert r.get_data().sum() == 12  # the old reader still sees the stream
-    assert w2.counter == 2
+    assert w2.counter == 1  # reusing writes the data as a frame
     w.close()
 
 
 def test_recreate_with_other_geometry_replaces(name):
     dao.shm(name, np.zeros((2, 2), np.float32))
     s = dao.shm(name, np.zeros((4,), np.int16))
-    assert dao.shm(name).shape == (4,) and s.counter == 1
+    assert dao.shm(name).shape == (4,) and s.counter == 0  # a new stream, no frame yet
 
 
 def test_wait_semaphore_and_timeout(name):
@@ -128,11 +129,11 @@ def test_writing_in_place_and_abort(name):
     s = dao.shm(name, np.zeros(3, np.float32), depth=3)
     with s.writing(cnt2=9) as f:
         f[:] = [1, 2, 3]
-    assert s.get_data().tolist() == [1, 2, 3] and s.counter == 2 and s.get_frame_id() == 9
+    assert s.get_data().tolist() == [1, 2, 3] and s.counter == 1 and s.get_frame_id() == 9
     with pytest.raises(RuntimeError), s.writing() as f:
         f[:] = 99
         raise RuntimeError("camera read failed")
-    assert s.counter == 2 and s.get_data().tolist() == [1, 2, 3]
+    assert s.counter == 1 and s.get_data().tolist() == [1, 2, 3]
     assert all(m == 0 for m in s._meta["write"])
 
 
@@ -143,7 +144,7 @@ def test_partial_writes_and_finalize(name):
     assert s._meta["write"][0] == 1  # a reader would wait for the whole frame
     s.set_data_part(np.arange(4, 8, dtype=np.uint16), 4, 1, 2, 17)
     s.finalize(cnt2=17)
-    assert r.get_data().tolist() == list(range(8)) and r.counter == 2
+    assert r.get_data().tolist() == list(range(8)) and r.counter == 1
     m = r.get_meta_data()
     assert (m["lastPos"], m["lastNb"], m["packetNb"], m["packetTotal"]) == (4, 4, 1, 2)
     assert m["lastNbArray"][:2].tolist() == [17, 17] and m["cnt2"] == 17
@@ -161,7 +162,7 @@ def test_combine_sums_newest_frames(name):
     out = dao.shm(name + "c", np.zeros((2, 3), np.float32))
     dao.combine([a, b], out)
     np.testing.assert_array_equal(out.get_data(), np.full((2, 3), 6.0, np.float32))
-    assert out.counter == 2
+    assert out.counter == 1
     i8 = dao.shm(name + "d", np.full(2, 100, np.int8))
     j8 = dao.shm(name + "e", np.full(2, 100, np.int8))
     k8 = dao.shm(name + "f", np.zeros(2, np.int8))
@@ -222,6 +223,7 @@ def test_delete_removes_file_and_semaphores(name):
 
 def test_meta_data_fields(name):
     s = dao.shm(name, np.zeros((3, 4), np.int16), depth=4)
+    s.set_data(np.zeros((3, 4), np.int16))
     s.set_data(np.ones((3, 4), np.int16), cnt2=5)
     m = s.get_meta_data()
     assert m["name"] == s.path and m["naxis"] == 2 and m["size"] == (3, 4, 0)
@@ -264,7 +266,7 @@ def test_write_with_wrong_shape_or_dtype(name):
     with pytest.raises(dao.StreamMismatchError, match="float64"):
         s.set_data(np.zeros((4, 4), np.float64))
     s.set_data(np.zeros((8, 8), np.float32)[::2, ::2])  # non-contiguous is fine
-    assert s.counter == 2
+    assert s.counter == 1
 
 
 def test_open_missing(name):

@@ -42,7 +42,7 @@ def test_reader_process_woken_by_writer(name, spin):
     w.set_data(np.ones((8, 8), np.float32))
     kind, total, counter, waited = q.get(timeout=30)
     p.join(10)
-    assert kind == "frame" and total == 64 and counter == 2
+    assert kind == "frame" and total == 64 and counter == 1
     assert waited >= 0.2  # it really waited for the write
 
 
@@ -127,7 +127,7 @@ def test_no_torn_frame_under_a_hammering_writer(name):
         torn = 0
         for _ in range(100_000):
             r.get_data(out=out)
-            if out.min() != out.max() or r.last_read.counter != int(out[0, 0]) + 1:
+            if out.min() != out.max() or r.last_read.counter != int(out[0, 0]):
                 torn += 1
         writes = r.get_counter() - start
     finally:
