@@ -588,7 +588,7 @@ class AOLoop:
             command), the same for ``latency_camera_to_slopes`` and
             ``latency_slopes_to_command``; ``latency_samples``.
         """
-        from dao.latency import pipeline_latency
+        from dao.runtime.timing import pipeline_latency
 
         st = self.streams
         fr = st["frames"]
