@@ -123,7 +123,7 @@ def load_loop_config(source: str | os.PathLike | dict | None = None,
     Raises
     ------
     ValueError
-        An unknown sensor or table, a non-positive size or frame count.
+        An unknown table, key or sensor; a size, frame count, timeout or gain out of range.
     """
     cfg = tomllib.loads(DEFAULT_CONFIG)
     if source is not None:
@@ -136,16 +136,60 @@ def load_loop_config(source: str | os.PathLike | dict | None = None,
                              f"{', '.join(cfg)}")
         cfg = _merge(cfg, source)
     cfg = _merge(cfg, {k: v for k, v in overrides.items() if v})
+    _check_keys(cfg)
     sensor = cfg["sensor"].get("type", "shack-hartmann")
     if sensor not in SENSORS:
         raise ValueError(f"sensor {sensor!r} is not simulated by the bench: use one of "
                          f"{', '.join(SENSORS)}")
     if int(cfg["bench"]["n_subap"]) < 2:
         raise ValueError(f"bench.n_subap must be at least 2, not {cfg['bench']['n_subap']}")
-    for key in ("open_frames", "settle_frames", "closed_frames"):
-        if int(cfg["run"][key]) < 1:
-            raise ValueError(f"run.{key} must be at least 1, not {cfg['run'][key]}")
+    for table, key, low in _LOWER_BOUNDS:
+        value = cfg[table][key]
+        if not isinstance(value, int | float) or not value >= low:
+            raise ValueError(f"{table}.{key} must be a number of at least {low:g}, not "
+                             f"{value!r}")
     return cfg
+
+
+#: ``(table, key, smallest value)`` checked by :func:`load_loop_config`.
+_LOWER_BOUNDS = (
+    ("run", "open_frames", 1), ("run", "settle_frames", 1), ("run", "closed_frames", 1),
+    ("run", "history_frames", 0), ("run", "command_timeout", 1e-3),
+    ("run", "ready_timeout", 1.0), ("run", "max_image_history_bytes", 1),
+    ("science", "every", 1), ("science", "wavelength", 1e-9),
+    ("calibration", "poke", 1e-12), ("calibration", "drop_modes", 0),
+    ("controller", "gain", 0.0), ("controller", "leak", 0.0),
+)
+
+#: Keys of each table beyond the default's: ``[sensor]`` options the bench or the slope
+#: estimator take.
+_EXTRA_KEYS = {"sensor": {"n_modulation", "padding"}}
+
+
+def _check_keys(cfg: dict[str, Any]) -> None:
+    """Refuse a key that no part of the loop reads (a typo would be silently ignored)."""
+    import inspect
+
+    from dao.hw import SimulatedBench
+
+    default = tomllib.loads(DEFAULT_CONFIG)
+    bench = set(inspect.signature(SimulatedBench).parameters) - {"sensor", "wavelength_science"}
+    for table, values in cfg.items():
+        if table == "components":
+            for role, spec in values.items():
+                if role not in default["components"]:
+                    raise ValueError(f"unknown component role components.{role}: the loop has "
+                                     f"{', '.join(default['components'])}")
+                bad = set(spec) - {"name", "class"}
+                if bad:
+                    raise ValueError(f"unknown key(s) {sorted(bad)} in components.{role}: "
+                                     "use name and class")
+            continue
+        known = bench if table == "bench" else set(default[table]) | _EXTRA_KEYS.get(table, set())
+        bad = set(values) - known
+        if bad:
+            raise ValueError(f"unknown key(s) {sorted(bad)} in [{table}] of the loop config: "
+                             f"use {', '.join(sorted(known))}")
 
 
 def bench_arguments(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -15,16 +15,32 @@ __all__ = ["Frame", "FrameInfo", "Frames"]
 
 
 class FrameInfo(NamedTuple):
-    """Counters and timestamp of one frame, as read from its slot's header."""
+    """Counters and timestamp of one frame, as read from its slot's header (see
+    :attr:`dao.shm.last_read`)."""
 
-    counter: int
-    """cnt0: number of the frame in the stream (the first frame is 1)."""
-    frame_id: int
-    """cnt2: frame id of the source (e.g. the camera's frame number)."""
-    timestamp_ns: int
-    """Write time, in ns since the epoch (CLOCK_REALTIME)."""
+    cnt0: int
+    """Frame counter in the stream (the first frame written is 1)."""
+    cnt2: int
+    """Frame id of the source (e.g. the camera's frame number)."""
+    time_ns: int
+    """Write time, in integer ns since the epoch (CLOCK_REALTIME)."""
     slot: int
     """FIFO slot the frame was read from."""
+
+    @property
+    def counter(self) -> int:
+        """Alias of :attr:`cnt0` (the Durham name, ``get_counter``)."""
+        return self.cnt0
+
+    @property
+    def frame_id(self) -> int:
+        """Alias of :attr:`cnt2` (the Durham name, ``get_frame_id``)."""
+        return self.cnt2
+
+    @property
+    def timestamp_ns(self) -> int:
+        """Alias of :attr:`time_ns`."""
+        return self.time_ns
 
 
 class Frame(NamedTuple):
@@ -42,7 +58,7 @@ class Frame(NamedTuple):
     """Frames overwritten before they could be read, just before this one (0: none)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frames:
     """Consecutive frames of one stream, oldest first, with their metadata.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dao.streams.stream import shm, write_private
+from dao.streams.stream import read_private, shm, write_private
 
 __all__ = ["set_labels", "get_labels", "default_dims", "labelled_shape", "view", "history",
            "labels_path"]
@@ -111,12 +111,12 @@ def set_labels(
 
 def get_labels(stream: shm) -> dict[str, Any]:
     """The stored labels of a stream, or its default labels if none were stored."""
-    try:
-        with open(labels_path(stream)) as f:
-            spec = json.load(f)
-        if _fits(spec["dims"], stream.shape):
+    try:  # a labels file of this user or of the stream's owner, never through a link
+        text = read_private(labels_path(stream), os.stat(stream.path).st_uid)
+        spec = json.loads(text) if text else None
+        if spec and _fits(spec["dims"], stream.shape):
             return spec
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     return {"dims": list(default_dims(len(stream.shape))), "coords": {}, "attrs": {},
             "name": stream.name}

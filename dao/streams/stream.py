@@ -51,6 +51,8 @@ __all__ = [
     "stream_holders",
     "StreamHolders",
     "combine",
+    "read_private",
+    "write_private",
 ]
 
 SUFFIX = ".im.shm"
@@ -178,23 +180,29 @@ def write_private(path: str, text: str, mode: int = 0o600) -> None:
         raise
 
 
-def _read_private(path: str, other_uid: int | None = None) -> str | None:
-    """Content of a file of ours (or of ``other_uid``), None if absent or not to be trusted."""
+def read_private(path: str, other_uid: int | None = None, max_bytes: int = 1 << 24) -> str | None:
+    """Content of a file written with :func:`write_private`: None if it is absent, a symbolic
+    link, not a regular file, or owned by another user than this one (or ``other_uid``, e.g.
+    the owner of a group-shared stream), or larger than ``max_bytes``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        if _untrusted(path, os.fstat(fd), other_uid):
+        st = os.fstat(fd)
+        if _untrusted(path, st, other_uid) or st.st_size > max_bytes:
             return None
-        return os.read(fd, 4096).decode(errors="replace")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
     finally:
         os.close(fd)
 
 
 def _read_owner(base: str) -> tuple[str, int | None] | None:
     """(stream path, pid of its last writer) from the owner file of ``base``, or None."""
-    text = _read_private(_owner_file(base))
+    text = read_private(_owner_file(base))
     if not text:
         return None
     lines = text.splitlines()

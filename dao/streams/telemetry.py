@@ -170,7 +170,7 @@ def write_history(streams, path: str | os.PathLike) -> RecordingResult:
     path : str or os.PathLike
         ``.nc`` (NetCDF-4) or ``.zarr``.
     """
-    groups = _groups(streams)
+    groups, opened = _groups(streams)
     path = os.fspath(path)
     result = RecordingResult(path, dict.fromkeys(groups, 0), dict.fromkeys(groups, 0))
     t0 = time.monotonic()
@@ -183,22 +183,35 @@ def write_history(streams, path: str | os.PathLike) -> RecordingResult:
                 result.frames[name] = len(frames)
     finally:
         sink.close()
+        for s in opened:
+            s.close()
     result.seconds = time.monotonic() - t0
     return result
 
 
-def _groups(streams) -> dict[str, shm]:
-    """``{group name: open stream}`` from a stream, a sequence of them or a dict."""
+def _groups(streams) -> tuple[dict[str, shm], list[shm]]:
+    """``{group name: open stream}`` from a stream, a sequence of them or a dict, and the
+    streams opened here from names (to close when done)."""
+    opened: list[shm] = []
+
+    def _open(s) -> shm:
+        if isinstance(s, shm):
+            return s
+        opened.append(shm(s))
+        return opened[-1]
+
     if isinstance(streams, dict):
-        return {str(k): s if isinstance(s, shm) else shm(s) for k, s in streams.items()}
+        return {str(k): _open(s) for k, s in streams.items()}, opened
     if isinstance(streams, (str, os.PathLike, shm)):
         streams = [streams]
-    out = [s if isinstance(s, shm) else shm(s) for s in streams]
+    out = [_open(s) for s in streams]
     names = [s.name for s in out]
     if len(set(names)) != len(names):
+        for s in opened:
+            s.close()
         raise ValueError(f"two streams share a name in {names}: a recording has one group "
                          "per stream; pass a dict of group name to stream")
-    return dict(zip(names, out, strict=True))
+    return dict(zip(names, out, strict=True)), opened
 
 
 class Recorder:
@@ -233,7 +246,7 @@ class Recorder:
         seconds: float | None = None,
         chunk: int = 512,
     ):
-        self.groups = _groups(streams)
+        self.groups, self._opened = _groups(streams)
         self.streams = list(self.groups.values())
         names = list(self.groups)
         self.path = os.fspath(path)
@@ -384,6 +397,8 @@ class Recorder:
             self.result.seconds = time.monotonic() - self._t0
             for s in self.streams:
                 s.release_semaphore()
+            for s in self._opened:
+                s.close()
 
 
 def record(streams, path, frames=None, seconds=None, chunk=512, progress=False):

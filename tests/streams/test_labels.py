@@ -90,3 +90,22 @@ def test_vector_stored_for_c_is_labelled_as_a_vector(name):
     w = dao.shm(name + "w", np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="one name per axis"):
         w.set_labels(("actuator",))  # the last axis is not of length 1
+
+
+def test_labels_are_not_read_through_a_planted_link(name, tmp_path):
+    """A labels file replaced by a symbolic link (to another user's file, say) is not read:
+    the stream falls back to its default labels."""
+    import os
+
+    s = dao.shm(name, np.zeros((2, 3), np.float32))
+    s.set_labels(("axis", "subaperture"))
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"dims": ["a", "b"], "coords": {}, "attrs": {}, "name": "x"}')
+    path = s.path + ".xr.json"
+    os.unlink(path)
+    os.symlink(target, path)
+    assert dao.shm(name).to_xarray().dims == ("y", "x")
+    os.unlink(path)
+    s.set_labels(("axis", "subaperture"), coords={"subaperture": list(range(3))})
+    assert os.stat(path).st_mode & 0o777 == 0o600 and not os.path.islink(path)
+    assert dao.shm(name).to_xarray().dims == ("axis", "subaperture")
