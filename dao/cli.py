@@ -1,5 +1,7 @@
-"""The ``dao`` command: streams (ls, info, rm, watch, record), components (run, ctl, supervise,
-logs) and the demo (an AO loop closed on the simulated bench).
+"""The ``dao`` command: streams, components and the demo.
+
+Streams: ls, info, rm, watch, record. Components: run, ctl, events, supervise, logs (from
+:mod:`dao.runtime.cli`). The demo: an AO loop closed on the simulated bench.
 
 Run ``dao --help`` for the subcommands, ``dao SUBCOMMAND --help`` for their options.
 """
@@ -255,7 +257,11 @@ def _demo_streams(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dao`` command."""
-    p = argparse.ArgumentParser(prog="dao", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="dao",
+        description="The dao command: streams (ls, info, rm, watch, record), components (run, "
+        "ctl, events, supervise, logs) and the demo (an AO loop on the simulated bench).",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     q = sub.add_parser("ls", help="list streams: shape, dtype, depth, counter, age, rate, owner",

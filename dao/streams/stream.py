@@ -509,13 +509,17 @@ def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, i
     return removed
 
 
-def combine(sources: Sequence[shm], destination: shm) -> None:
+def combine(sources: Sequence[shm | str], destination: shm | str) -> None:
     """Write into ``destination`` the sum of the newest frames of ``sources``.
 
-    All streams must have the destination's shape and dtype; integer sums wrap as in C. Each
-    source frame is read torn-free.
+    Streams are open streams or names (opened for the call). All must have the destination's
+    shape and dtype; integer sums wrap as in C. Each source frame is read torn-free.
     """
-    destination.combine(sources)
+    with contextlib.ExitStack() as opened:
+        def _open(s: shm | str) -> shm:
+            return s if isinstance(s, shm) else opened.enter_context(shm(s))
+
+        _open(destination).combine([_open(s) for s in sources])
 
 
 def _timeout(timeout: float | None, zero_waits_forever: bool = False) -> float | None:
@@ -1205,8 +1209,12 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self._stream.finalize(-1 if cnt2 is None else cnt2, 0)
 
     def combine(self, sources: Sequence[shm]) -> None:
-        """Write into this stream the sum of the newest frames of ``sources``."""
+        """Write into this stream the sum of the newest frames of ``sources`` (open streams;
+        :func:`dao.combine` also takes names)."""
         for src in sources:
+            if not isinstance(src, shm):
+                raise TypeError(f"combine takes open streams, not {src!r}: open it with "
+                                "dao.shm(name), or call dao.combine(names, destination)")
             if src.shape != self.shape or src.dtype != self.dtype:
                 raise StreamMismatchError(
                     f"cannot combine {src.path} ({src.dtype} {src.shape}) into {self.path} "

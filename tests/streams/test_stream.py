@@ -406,3 +406,15 @@ def test_constants():
     assert (dao.shm.DAO_SUCCESS, dao.shm.DAO_ERROR, dao.shm.DAO_TIMEOUT,
             dao.shm.DAO_OVERWRITE, dao.shm.DAO_NOTREADY) == (0, 1, -1, -2, -3)
     assert _shm.META_SIZE == 4304 and _shm.KW_SIZE == 120
+
+
+def test_combine_takes_names_or_streams(name):
+    a = dao.shm(name + "a", np.full((2, 2), 1.0, np.float32))
+    b = dao.shm(name + "b", np.full((2, 2), 2.0, np.float32))
+    out = dao.shm(name + "o", np.zeros((2, 2), np.float32))
+    dao.combine([name + "a", b], name + "o")
+    np.testing.assert_array_equal(out.get_data(), np.full((2, 2), 3.0, np.float32))
+    with pytest.raises(TypeError, match="dao.combine"):
+        out.combine([name + "a"])
+    for s in (a, b, out):
+        s.delete()
