@@ -231,6 +231,9 @@ class Recorder:
         Stop after this many seconds. With neither, record until :meth:`stop`.
     chunk : int
         Frames per chunk written at once.
+    flush_s : float
+        Longest time, in seconds, a read frame waits in a partial chunk before it is written
+        (so a slow stream's frames, and the progress, reach the file at least this often).
 
     Examples
     --------
@@ -245,6 +248,7 @@ class Recorder:
         frames: int | None = None,
         seconds: float | None = None,
         chunk: int = 512,
+        flush_s: float = 0.5,
     ):
         self.groups, self._opened = _groups(streams)
         self.streams = list(self.groups.values())
@@ -254,6 +258,7 @@ class Recorder:
         self.frames = frames
         self.seconds = seconds
         self.chunk = int(chunk)
+        self.flush_s = float(flush_s)
         self.result = RecordingResult(self.path, {n: 0 for n in names}, {n: 0 for n in names})
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue()
@@ -354,6 +359,7 @@ class Recorder:
         fill = 0
         start = s.cursor  # frames are counted by counter, so lost frames cannot stall the end
         last = start
+        t_flush = time.monotonic() + self.flush_s
         while True:
             want = self.chunk - fill
             if self.frames is not None:
@@ -371,10 +377,12 @@ class Recorder:
             finished = (self.frames is not None and last >= start + self.frames) \
                 or self._stop.is_set() \
                 or (self.seconds is not None and time.monotonic() - self._t0 >= self.seconds)
-            if fill == self.chunk or (finished and fill):
-                self._queue.put((name, buf, fill))
+            now = time.monotonic()
+            if fill == self.chunk or (fill and (finished or now >= t_flush)):
+                self._queue.put((name, buf, fill))  # a slow stream is on disk within flush_s
                 buf = self._buffer(name)
                 fill = 0
+                t_flush = now + self.flush_s
             if finished:
                 return
             if n == 0:

@@ -180,3 +180,17 @@ def test_write_history_is_a_recording_of_what_the_fifos_hold(name, stream_dir):
     assert rec["empty"].sizes["frame"] == 0
     for d in rec.values():
         d.close()
+
+
+def test_a_slow_stream_reaches_the_file_before_the_chunk_fills(name, stream_dir):
+    """Frames of a slow stream are written within ``flush_s``, not only when 512 have come:
+    the progress a user watches moves, and a crash loses at most that much."""
+    from dao.testing import wait_for
+
+    s = dao.shm(name, np.zeros(3, np.float32), depth=64)
+    rec = telemetry.Recorder(s, os.path.join(stream_dir, "slow.nc"), flush_s=0.1).start()
+    for k in range(5):
+        s.set_data(np.full(3, k, np.float32))
+    wait_for(lambda: rec.progress() == 5, timeout=30, what="5 frames on disk")
+    rec.stop()
+    assert rec.wait(30).frames[name] == 5
