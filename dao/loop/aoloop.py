@@ -51,12 +51,17 @@ import threading
 import time
 import tomllib
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dao.loop.calibration import calibrate
 from dao.loop.config import DEFAULT_CONFIG, ROLES, bench_arguments, load_loop_config
+
+if TYPE_CHECKING:
+    import xarray
+
+    from dao.runtime import ComponentClient, EventSubscriber, Status
 
 __all__ = ["AOLoop", "default_telemetry_path"]
 
@@ -151,8 +156,13 @@ class AOLoop:
         self._running = False
         self._owned: dict[str, Any] = {"supervisor": None}
         self._finalizer = None
-        self._starting: threading.Thread | None = None
-        self._status = None
+        # a start(wait=False) under way: True until just before its status is done; the
+        # thread running it (set by that thread); close() sets _cancel and waits for it
+        self._starting = False
+        self._start_thread: threading.Thread | None = None
+        self._start_status = None
+        self._cancel = threading.Event()
+        self._status = None  # the start's status, for its progress reports
         self.folder = ""
         self.timing_streams: dict[str, str] = {}
 
@@ -162,7 +172,7 @@ class AOLoop:
         """The component processes are up."""
         return self._running
 
-    def start(self, wait: bool = True):
+    def start(self, wait: bool = True) -> AOLoop | Status:
         """Calibrate, create the streams, start the components; the loop runs open.
 
         Parameters
@@ -171,18 +181,27 @@ class AOLoop:
             Block until the camera has produced its first frames and return this loop;
             False: return a :class:`dao.runtime.Status` at once, the start going on in a
             thread (``progress``: the phase, as a fraction and a message; result: this loop;
-            the other methods say "still starting" until it is done).
+            the other methods say "still starting" until it is done; :meth:`close` meanwhile
+            cancels it).
+
+        Returns
+        -------
+        AOLoop or dao.runtime.Status
+            This loop, running; or (``wait=False``) the start's status, whose result is this
+            loop.
 
         Raises
         ------
         RuntimeError
-            Already started, or a component process died while starting (with ``wait=False``:
-            raised by the status's ``wait``).
+            Already started, or a component process died while starting, or the start was
+            cancelled by :meth:`close` (with ``wait=False``: raised by the status's ``wait``).
         """
         from dao.runtime.status import Status
 
         if self._finalizer is not None:
             raise RuntimeError("this AOLoop was already started: make a new one")
+        if self._cancel.is_set():
+            raise RuntimeError("this AOLoop was closed: make a new one")
         cfg = self.config
         self.folder = tempfile.mkdtemp(prefix="daoloop", dir="/tmp")
         # semaphores are named by the stream's base name alone (as in the DAO C library), so
@@ -195,19 +214,17 @@ class AOLoop:
                                            self.folder)
         if wait:
             return self._start_all(None)
-        st = Status("AOLoop start")
 
-        def main() -> None:
+        def op(status: Status) -> AOLoop:
+            self._start_thread = threading.current_thread()
             try:
-                st.set_finished(self._start_all(st))
-            except BaseException as exc:  # noqa: BLE001 - handed to the status
-                st.set_exception(exc)
+                return self._start_all(status)
             finally:
-                self._starting = None
+                # before the status is done: whoever its end wakes may use the loop at once
+                self._starting = False
 
-        self._status = st
-        self._starting = threading.Thread(target=main, name="aoloop-start", daemon=True)
-        self._starting.start()
+        self._starting = True
+        st = self._start_status = Status.run(op, name="AOLoop start")
         return st
 
     def _start_all(self, status) -> AOLoop:
@@ -220,6 +237,12 @@ class AOLoop:
         self.gain_log.append((self.frame, 0.0))
         self._phase(1.0, "running (loop open)", say=False)
         return self
+
+    def _check_cancel(self) -> None:
+        """Between two phases of start: give up if :meth:`close` was called meanwhile."""
+        if self._cancel.is_set():
+            raise RuntimeError("the loop's start was cancelled: close() was called while it "
+                               "was starting")
 
     def _phase(self, fraction: float, message: str, say: bool = True) -> None:
         """Report a phase of start: to ``progress`` (if ``say``) and to the start status."""
@@ -236,8 +259,10 @@ class AOLoop:
         run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         cal_path = os.path.join(self.folder, "calibration.npz")
         n = cfg["bench"]["n_subap"]
+        self._check_cancel()
         self._phase(0.0, f"calibrating {n}x{n} {cfg['sensor']['type']}")
         cal = self.calibration = calibrate(cfg, cal_path)
+        self._check_cancel()
         depth = int(run.get("history_frames") or 8192)
         every = int(cfg["science"]["every"])
         max_bytes = int(run["max_image_history_bytes"])
@@ -285,7 +310,10 @@ class AOLoop:
         self._running = True
         self._phase(0.6, "starting the components: "
                     + ", ".join(c["name"] for c in comps.values()))
-        sup.start_all()
+        for name in sup.procs:  # one by one: close() may cancel between two
+            self._check_cancel()
+            sup.start(name)
+        self._check_cancel()
         self._phase(0.9, "running the components", say=False)
         for k in ROLES:
             self.client(k).run()
@@ -296,15 +324,40 @@ class AOLoop:
         :meth:`close`."""
         if not self.running:
             return
-        for k in ("camera", "slopes", "controller"):
+        for k in reversed(ROLES):  # upstream first: the camera stops feeding the others
             with contextlib.suppress(Exception):
                 self.client(k).idle()
         self.supervisor.stop_all(timeout=5.0)
         self._running = False
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop the processes and remove the streams (also done when this object is
-        garbage-collected or the interpreter exits)."""
+        garbage-collected or the interpreter exits).
+
+        A ``start(wait=False)`` under way is cancelled first: it stops at its next phase (no
+        component process is started after this call returns) and its status fails.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Longest wait for a start under way to stop, in seconds (default: the
+            configuration's ``run.ready_timeout`` plus 60 s: a component being started is
+            waited for, then stopped).
+        """
+        self._cancel.set()
+        st, th = self._start_status, self._start_thread
+        if st is not None and not st.done and threading.current_thread() is not th:
+            wait = float(self.config["run"]["ready_timeout"]) + 60.0 if timeout is None \
+                else timeout
+            from dao.runtime.status import StatusTimeout
+
+            try:
+                st.exception(wait)  # its end, whatever it is (a cancelled start fails)
+            except StatusTimeout:
+                import warnings
+
+                warnings.warn(f"AOLoop.close(): the start under way did not stop within "
+                              f"{wait:g} s; stopping its processes anyway", stacklevel=2)
         self._running = False
         if self._finalizer is not None:
             self._finalizer()
@@ -325,8 +378,18 @@ class AOLoop:
                 f"{c['sensor']['type']}: {state}>")
 
     # -- control ---------------------------------------------------------------------------
-    def client(self, role: str):
+    def client(self, role: str) -> ComponentClient:
         """The :class:`dao.ComponentClient` of ``role``: camera, slopes or controller.
+
+        Parameters
+        ----------
+        role : str
+            ``"camera"``, ``"slopes"`` or ``"controller"``.
+
+        Returns
+        -------
+        dao.ComponentClient
+            The client of that component process (shared: one request at a time).
 
         Raises
         ------
@@ -340,8 +403,7 @@ class AOLoop:
         return self.supervisor.client(name)
 
     def _check_running(self) -> None:
-        starting = self._starting
-        if starting is not None and threading.current_thread() is not starting:
+        if self._starting and threading.current_thread() is not self._start_thread:
             raise RuntimeError("the loop is still starting: wait for the status that "
                                "start(wait=False) returned")
         if not self.running:
@@ -368,10 +430,28 @@ class AOLoop:
         self._check_running()
         return self.supervisor.health()
 
-    def subscribe(self, role: str | None = None, kinds=None, timeout: float = 5.0):
+    def subscribe(self, role: str | None = None, kinds=None,
+                  timeout: float = 5.0) -> EventSubscriber:
         """Subscribe to the events of component ``role`` (state, parameters, errors,
         heartbeats with its rate and timing), or, with no role, to the supervisor's health
-        events of all three (see :mod:`dao.runtime.events`)."""
+        events of all three (see :mod:`dao.runtime.events`).
+
+        Parameters
+        ----------
+        role : str, optional
+            ``"camera"``, ``"slopes"`` or ``"controller"``; None: the supervisor's health
+            events.
+        kinds : iterable of str, optional
+            Keep only these kinds of event (default all).
+        timeout : float
+            Seconds to wait for the current state (the publisher's snapshot).
+
+        Returns
+        -------
+        dao.runtime.EventSubscriber
+            The subscriber (use it in a ``with`` block); its first events are the current
+            state.
+        """
         self._check_running()
         if role is None:
             return self.supervisor.subscribe(kinds=kinds, timeout=timeout)
@@ -426,6 +506,8 @@ class AOLoop:
         now = time.monotonic()
         deadline, last, t_last = now + timeout, -1, now
         while (n := int(fr.get_counter())) < target:
+            if self._cancel.is_set():
+                raise RuntimeError("the loop was closed while waiting for frames")
             self._check_alive()
             now = time.monotonic()
             if n != last:
@@ -437,7 +519,10 @@ class AOLoop:
                 self._check_components()
                 t_last = now
             if now > deadline:
-                raise TimeoutError(f"the loop reached frame {n} of {target} in {timeout:.0f} s")
+                raise TimeoutError(
+                    f"the loop reached frame {n} of {target} in {timeout:.0f} s and no "
+                    "component process died or is in Error: it is slower than that (pass a "
+                    "longer timeout=) or stalled (see ao.health() and ao.latency())")
             time.sleep(0.01)
         return n
 
@@ -452,7 +537,7 @@ class AOLoop:
         if errors:
             raise RuntimeError("the loop stopped, a component failed: " + "; ".join(errors))
 
-    def expose(self, frames: int, wait: bool = True):
+    def expose(self, frames: int, wait: bool = True) -> dict[str, Any] | Status:
         """A long exposure of the science camera over the next ``frames`` frames.
 
         Parameters
@@ -466,11 +551,19 @@ class AOLoop:
 
         Returns
         -------
-        dict
+        dict or dao.runtime.Status
             ``strehl`` (peak), ``strehl_marechal``, ``residual_rms`` (rad), ``residual_opd_rms``
             (m), ``wavelength`` (m), ``n_frames`` (exposures summed, one every
             ``science.every`` frames), ``frame``, ``time`` (simulated s), ``late`` (frames
-            whose command came too late).
+            whose command came too late); or (``wait=False``) the exposure's status, whose
+            result is that dict.
+
+        Raises
+        ------
+        RuntimeError
+            The loop is not running, or a component process died or went to Error.
+        TimeoutError
+            The frames did not come within 60 s plus 50 ms a frame.
         """
         if not wait:
             from dao.runtime.status import Status
@@ -514,7 +607,7 @@ class AOLoop:
         return out
 
     # -- measurements ----------------------------------------------------------------------
-    def science(self, frames: int | None = None):
+    def science(self, frames: int | None = None) -> xarray.Dataset:
         """Short-exposure image quality, one row per science exposure.
 
         Parameters
@@ -528,16 +621,21 @@ class AOLoop:
             Variables ``strehl_frame``, ``residual_rms_frame`` (rad) and the running long
             exposure's ``strehl``, ``strehl_marechal``, ``residual_rms``, ``n_frames``;
             coordinates ``frame`` (camera frame number) and ``time`` (simulated s).
+
+        Raises
+        ------
+        RuntimeError
+            No science exposure yet.
         """
         import xarray as xr
 
         from dao.loop.components import SCIENCE_FIELDS
 
         s = self.streams["science"]
-        have = int(s.get_counter())
+        have = s.frames_available
         if have == 0:
             raise RuntimeError("no science exposure yet: wait for a few frames")
-        n = min(s.depth, have) if frames is None else min(int(frames), s.depth, have)
+        n = have if frames is None else min(int(frames), have)
         data = s.get_history(n)[:, :, 0]
         col = {f: data[:, i] for i, f in enumerate(SCIENCE_FIELDS)}
         return xr.Dataset(
@@ -546,10 +644,16 @@ class AOLoop:
                     "time": ("frame", col["time"], {"units": "s"})},
             attrs={"wavelength_m": float(self.config["science"]["wavelength"])})
 
-    def psf(self, exposures: int = 50):
+    def psf(self, exposures: int = 50) -> xarray.DataArray:
         """The science camera's long exposure: the mean of its last ``exposures`` PSFs.
 
         Normalised so that the diffraction limit peaks at 1 (the peak is the Strehl ratio).
+
+        Parameters
+        ----------
+        exposures : int
+            PSFs averaged (one every ``science.every`` frames; at most the ``psf`` stream's
+            history).
 
         Returns
         -------
@@ -557,6 +661,11 @@ class AOLoop:
             Dimensions ``y``, ``x`` with coordinates in ``lambda / D`` from the centre;
             attributes ``wavelength_m``, ``exposures``, ``strehl``, ``frames`` (first and last
             camera frame).
+
+        Raises
+        ------
+        RuntimeError
+            No science exposure yet.
         """
         import xarray as xr
 

@@ -228,7 +228,7 @@ class Slopes(Component):
 
     def process(self, data: np.ndarray) -> None:
         self.estimator.measure(data)
-        self.out.set_data(self._signal, cnt2=self.wfs_image.last_read.frame_id)
+        self.out.set_data(self._signal, cnt2=self.frame_id)  # the frame's cnt2, set by the loop
 
 
 class Controller(Component):
@@ -239,8 +239,10 @@ class Controller(Component):
     """
 
     slopes = Input(doc="slopes")
-    gain = Parameter(0.0, float, bounds=(0.0, 2.0), doc="loop gain (0: loop open)")
-    leak = Parameter(1.0, float, bounds=(0.0, 1.0), doc="integrator leak")
+    gain = Parameter(0.0, float, bounds=(0.0, 2.0), doc="loop gain (0: loop open)",
+                     on_change=lambda self, old, new: self._parameters_changed())
+    leak = Parameter(1.0, float, bounds=(0.0, 1.0), doc="integrator leak",
+                     on_change=lambda self, old, new: self._parameters_changed())
 
     def configure(self, config: dict[str, Any]) -> None:
         self.cal = _load_calibration(self)
@@ -253,15 +255,24 @@ class Controller(Component):
         self.error = np.zeros(cm.shape[0], np.float32)
         self.integrator = Integrator(cm.shape[0], gain=self.gain, leak=self.leak,
                                      stroke=float(self.cal["stroke"]))
-        self._applied = (self.gain, self.leak)
         self.mvm(np.zeros(cm.shape[1], np.float32), out=self.error)  # load the kernels
         self.integrator.step(np.zeros_like(self.error))
         self.integrator.reset()
         self._command = self.integrator.command.reshape(-1, 1)  # the stream's (n, 1) view
+        self._new_parameters = False  # the integrator has the current gain and leak
+        # the slopes are read into the same buffer every frame: its flat view, made once
+        self._slopes_buf = self.input_buffer
+        self._slopes_flat = self._slopes_buf.reshape(-1) if self._slopes_buf is not None else None
         self.out = _open_output(self, "dm_command")
 
     def release(self) -> None:
         self.out.close()
+        self._slopes_buf = self._slopes_flat = None
+
+    def _parameters_changed(self) -> None:
+        # set from the command thread; the processing thread hands the new values to the
+        # integrator between two frames (never in the middle of one)
+        self._new_parameters = True
 
     def other(self, payload: str) -> str:
         """``reset``: zero the integrator."""
@@ -271,10 +282,11 @@ class Controller(Component):
         raise ComponentError(f"{self.name}: OTHER {payload!r}: use reset")
 
     def process(self, data: np.ndarray) -> None:
-        if self._applied != (self.gain, self.leak):
+        if self._new_parameters:  # a bool test per frame; the arrays only after a change
+            self._new_parameters = False
             self.integrator.gain[:] = self.gain
             self.integrator.leak[:] = self.leak
-            self._applied = (self.gain, self.leak)
-        self.mvm(data.reshape(-1), out=self.error)
+        flat = self._slopes_flat if data is self._slopes_buf else data.reshape(-1)
+        self.mvm(flat, out=self.error)
         self.integrator.step(self.error)  # writes self.integrator.command
-        self.out.set_data(self._command, cnt2=self.slopes.last_read.frame_id)
+        self.out.set_data(self._command, cnt2=self.frame_id)  # the frame's cnt2

@@ -12,7 +12,8 @@ on its own: ``python -m dao.runtime.cli run dao.examples:Counter --port 5555``.
   SUCCESS, 1 on FAILURE, 2 on timeout.
 - ``dao events ADDRESS``: print a component's events (state changes, parameter changes,
   errors, heartbeats), one JSON object per line, until Ctrl-C; ``--direct`` for an event
-  address itself (a supervisor's health events).
+  address itself (a supervisor's health events). Exit 2 when nothing answers within
+  ``--timeout`` (no component at ADDRESS, or no publisher's snapshot).
 - ``dao supervise CONFIG.toml``: start the components of a config file, watch them, stop them
   all on SIGTERM/SIGINT; prints where its health events are published.
 - ``dao logs [ADDRESS]``: print the records of the log bus.
@@ -276,14 +277,19 @@ def add_events_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
     p.add_argument(
-        "--timeout", type=float, default=5.0, help="wait for the component to answer, s"
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="wait for the component's answer and for the current state, s (default 5); "
+        "exit 2 when nothing comes",
     )
     p.set_defaults(func=cmd_events)
     return p
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    """Handler of ``dao events``: exit 0 on Ctrl-C or SIGTERM, 2 if nothing answers."""
+    """Handler of ``dao events``: exit 0 on Ctrl-C or SIGTERM, 2 if nothing answers within
+    ``--timeout`` (with ``--direct``: no dao publisher's snapshot came from the address)."""
     from dao.runtime.command import CommandFailed, CommandTimeout
     from dao.runtime.events import EventError, EventTimeout, subscribe
 
@@ -291,11 +297,13 @@ def cmd_events(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    try:
+    # Ctrl-C stops it even when started with SIGINT ignored (nohup, `&` in a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # a bounded wait for the current state: silence would hang forever
         sub = subscribe(
-            args.address, direct=args.direct, kinds=args.kind, timeout=args.timeout, wait=False
+            args.address, direct=args.direct, kinds=args.kind, timeout=args.timeout, wait=True
         )
-    except (CommandTimeout, CommandFailed, EventTimeout, ValueError) as exc:
+    except (CommandTimeout, CommandFailed, EventTimeout, EventError, ValueError) as exc:
         print(f"dao events: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -29,6 +29,9 @@ from dao.proto import dao_pb2
 from dao.runtime.state import Event, parse_state
 from dao.runtime.state import path as state_path
 from dao.runtime.status import Status
+
+if TYPE_CHECKING:
+    from dao.runtime.events import EventSubscriber
 
 __all__ = [
     "COMMANDS",
@@ -399,21 +402,30 @@ class ComponentClient:
         return self.call("OTHER", payload)
 
     def goto(
-        self, state: str, wait: bool = True, timeout: float | None = None
+        self, state: str, timeout: float | None = None, wait: bool = True
     ) -> str | Status:
         """Drive the component to ``state`` with the events of :func:`dao.runtime.state.path`
         from its current state (asked with STATE).
+
+        The same call as :meth:`dao.runtime.component.Component.goto`.
 
         Parameters
         ----------
         state : str
             ``"Off"``, ``"Standby"``, ``"Idle"``, ``"Running"`` (``"Error"``: OnFailure).
+        timeout : float, optional
+            Longest time for the whole operation, in seconds (each command waits for its
+            reply at most what is left of it, and at most the client's :attr:`timeout`);
+            None: each command waits the client's timeout.
         wait : bool
             Block until there and return the state name; False: return a
             :class:`~dao.runtime.status.Status` at once (progress: the fraction of the events
             sent; result: the state name).
-        timeout : float, optional
-            Reply timeout of each command, in seconds (default: the client's).
+
+        Returns
+        -------
+        str or Status
+            The state reached, or (``wait=False``) the operation's status.
 
         Raises
         ------
@@ -422,12 +434,25 @@ class ComponentClient:
         CommandFailed
             An event was refused (e.g. a hook failed: the component is in Error).
         CommandTimeout
-            The component did not answer.
+            The component did not answer, or ``timeout`` passed before it got there.
         """
+        import time
+
         tgt = parse_state(state)
+        end = None if timeout is None else time.monotonic() + float(timeout)
+
+        def left() -> float | None:
+            if end is None:
+                return None
+            rest = end - time.monotonic()
+            if rest <= 0:
+                raise CommandTimeout(
+                    f"{self.address} not driven to {tgt.value} within {timeout:g} s"
+                )
+            return min(self.timeout, rest)
 
         def op(status: Status | None) -> str:
-            steps = state_path(self.call("STATE", "", timeout), tgt)
+            steps = state_path(self.call("STATE", "", left()), tgt)
             here = ""
             for i, ev in enumerate(steps):
                 if status is not None:
@@ -435,7 +460,7 @@ class ComponentClient:
                 payload = ev.value
                 if ev is Event.ON_FAILURE:
                     payload += f" goto({tgt.value}) requested"
-                here = self.exec(payload, timeout)
+                here = self.exec(payload, left())
             return here or tgt.value
 
         if wait:
@@ -449,8 +474,34 @@ class ComponentClient:
 
         return events_address(self.address, self.timeout if timeout is None else timeout)
 
-    def subscribe(self, kinds: Any = None, timeout: float = 5.0, wait: bool = True):
-        """Subscribe to the component's events (see :func:`dao.runtime.events.subscribe`)."""
+    def subscribe(
+        self, kinds: Any = None, timeout: float = 5.0, wait: bool = True
+    ) -> EventSubscriber:
+        """Subscribe to the component's events (see :func:`dao.runtime.events.subscribe`).
+
+        Parameters
+        ----------
+        kinds : iterable of str, optional
+            Keep only these kinds of event (``"state"``, ``"parameter"``, ``"error"``,
+            ``"heartbeat"``); default all.
+        timeout : float
+            Seconds to wait for the component's answer and for its snapshot.
+        wait : bool
+            Return once the snapshot (the current state) has arrived.
+
+        Returns
+        -------
+        dao.runtime.events.EventSubscriber
+            The subscriber (close it, or use it in a ``with`` block); with ``wait``, its
+            first event is the current state.
+
+        Raises
+        ------
+        CommandTimeout
+            The component did not answer ``QUERY events_address``.
+        dao.runtime.events.EventTimeout
+            ``wait`` and no snapshot within ``timeout``.
+        """
         from dao.runtime.events import subscribe
 
         return subscribe(self.address, kinds=kinds, timeout=timeout, wait=wait)

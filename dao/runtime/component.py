@@ -49,7 +49,8 @@ the wake-up latency). The records are written from preallocated buffers (no allo
 frame); the heartbeat event gives the p50/p99 of ``end_ns - start_ns`` each second.
 
 Events: :meth:`Component.serve` also binds an event socket (see :mod:`dao.runtime.events`):
-state changes, parameter changes, errors and a heartbeat, as JSON.
+state changes, parameter changes, errors and a heartbeat, as JSON, each with the process id
+(``pid``).
 """
 
 from __future__ import annotations
@@ -365,11 +366,18 @@ class Component:
         target : State or str
             The state to reach (``"Running"``...).
         timeout : float, optional
-            Longest wait in seconds (None: as long as the hooks take).
+            Longest time for the whole operation, in seconds (None: as long as the hooks
+            take). With ``wait=False`` the status fails with
+            :class:`~dao.runtime.status.StatusTimeout` after it.
         wait : bool
             Block until there (returns the state); False: return a
             :class:`~dao.runtime.status.Status` at once, the events applied in a thread
             (progress: the fraction of the events applied).
+
+        Returns
+        -------
+        State or Status
+            The state reached, or (``wait=False``) the operation's status.
 
         Raises
         ------
@@ -384,9 +392,10 @@ class Component:
         if wait and timeout is None:
             return self._goto(tgt, None)
         st = Status.run(
-            lambda status: self._goto(tgt, status), name=f"{self.name} to {tgt.value}"
+            lambda status: self._goto(tgt, status), name=f"{self.name} to {tgt.value}",
+            timeout=timeout,
         )
-        return st.wait(timeout) if wait else st
+        return st.wait() if wait else st
 
     def _goto(self, target: State, status: Status | None) -> State:
         steps = state_path(self.state, target)
@@ -504,6 +513,12 @@ class Component:
         return str((self.config.get("streams") or {}).get("timing", f"{self.name}_timing"))
 
     @property
+    def input_buffer(self) -> np.ndarray | None:
+        """The buffer each frame of the trigger input is read into (the array
+        :meth:`process` gets; the same one every frame, from Enable to Disable), or None."""
+        return self._in_buf
+
+    @property
     def timing_stream(self):
         """The ``<name>_timing`` FIFO stream (open between Enable and Disable), or None."""
         return self._timing
@@ -582,11 +597,11 @@ class Component:
                 )
             except StreamTimeout:
                 return
-            if not self.thread or not self.thread._run_requested:
+            if not self.thread or not self.thread.run_requested:
                 return
-            info = trig.last_read
+            info = trig.last_read  # the one FrameInfo of the frame
             cnt = info.counter
-            if cnt == self._last_cnt:  # a stale post (frame already processed): skip
+            if cnt <= self._last_cnt:  # a stale post (frame already processed): skip
                 return
             self._last_cnt = cnt
             self.frame_id = info.frame_id
@@ -862,7 +877,7 @@ class Component:
                 pub = EventPublisher(
                     bind_address(port, host), self.name, snapshot=self._snapshot_events,
                     heartbeat=self._heartbeat_events, interval=self.heartbeat_interval,
-                    name=f"{self.name}-events",
+                    name=f"{self.name}-events", fields={"pid": os.getpid()},
                 )
                 try:
                     self.events = pub.start()

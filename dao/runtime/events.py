@@ -14,14 +14,17 @@ Each event is one ZeroMQ message: a JSON object (UTF-8; never pickle) whose firs
 - ``time``: when it happened, seconds since the epoch (float, CLOCK_REALTIME);
 - ``seq``: the publisher's message number (0, 1, 2...): a gap means dropped events;
 - ``state``: the component's state name (for ``health``: the last known one; only the
-  supervisor's own heartbeat, ``component: "supervisor"``, has none).
+  supervisor's own heartbeat, ``component: "supervisor"``, has none);
+- ``pid`` (component events): the process id of the component that published it, so that the
+  last words of a process that died are told from its restarted successor's;
+- ``snapshot``: true on every event sent in answer to a new subscription (the current state),
+  absent otherwise.
 
 and by kind:
 
 - ``state``: ``event`` (the Durham event name, ``null`` in a snapshot), ``old`` (the state
-  before), ``reason`` (why, when the new state is Error, else ``null``), ``snapshot`` (true
-  for the current state sent to a new subscriber, which then also carries ``parameters``:
-  every published parameter's value);
+  before), ``reason`` (why, when the new state is Error, else ``null``); in a snapshot also
+  ``parameters``: every published parameter's value;
 - ``parameter``: ``name``, ``old``, ``new`` (JSON values);
 - ``error``: ``event`` (what was being done), ``reason`` (the exception and its traceback),
   ``message`` (its last line);
@@ -31,16 +34,20 @@ and by kind:
   same window; ``null`` without samples), ``samples``, ``uptime_s``, ``pid``;
 - ``health`` (supervisors): ``pid``, ``alive``, ``uptime_s``, ``restarts``,
   ``last_exit_code``, ``exit_codes``, ``address``, ``events_address``, ``restart``,
-  ``stopping``, ``why`` (``"started"``, ``"died"``, ``"restarted"``, ``"stopped"``,
-  ``"state"``, ``"heartbeat"``, ``"snapshot"``); with each round of them the supervisor's own
-  ``heartbeat`` (``components``, ``pid``, ``uptime_s``).
+  ``stopping``, ``why`` (``"started"``, ``"died"``, ``"restarted"``, ``"failed"`` (a start
+  or restart that did not complete: its process was killed), ``"stopped"``, ``"state"``,
+  ``"heartbeat"``, ``"snapshot"``); with each round of them the supervisor's own
+  ``heartbeat`` (``components``, ``pid``, ``uptime_s``); the ``pid`` of a health event is the
+  supervised process's.
 
 A new subscriber gets the current state at once: the publisher sees each subscription (XPUB)
-and answers it with a snapshot (a ``state`` event with ``snapshot: true`` and a heartbeat),
-so the ZeroMQ "slow joiner" (a subscriber connecting just before an event misses it) never
-leaves a watcher without the state. Events are published from a thread of their own, never
-from the real-time processing thread. At the PUB high-water mark events are dropped
-(``seq`` shows it): subscribers always read with a timeout.
+and answers it with a snapshot (a component: a ``state`` event and a heartbeat; a supervisor:
+its heartbeat and every component's ``health``; all with ``snapshot: true``), so the ZeroMQ
+"slow joiner" (a subscriber connecting just before an event misses it) never leaves a watcher
+without the state; :func:`subscribe` returns once every publisher's snapshot has come. Events
+are published from a thread of their own, never from the real-time processing thread. At the
+PUB high-water mark events are dropped (``seq`` shows it): subscribers always read with a
+timeout.
 
 From Python::
 
@@ -162,6 +169,13 @@ class EventPublisher:
         Heartbeat period, in seconds.
     name : str
         Name of the thread.
+    fields : dict, optional
+        Fields added to every event made by :meth:`make` (e.g. ``{"pid": os.getpid()}``).
+
+    Attributes
+    ----------
+    sent : int
+        Events sent so far (the next ``seq``).
     """
 
     def __init__(
@@ -172,6 +186,7 @@ class EventPublisher:
         heartbeat: Callable[[], list[dict[str, Any]]] | None = None,
         interval: float = 1.0,
         name: str = "dao-events",
+        fields: dict[str, Any] | None = None,
     ):
         self.address = address
         self.source = source
@@ -179,10 +194,12 @@ class EventPublisher:
         self.heartbeat = heartbeat
         self.interval = float(interval)
         self.name = name
+        self.fields = dict(fields or {})
         self.sent = 0
-        self.subscriptions = 0
         self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._stopped_by_caller = False
+        self._said_dead = False
         self._thread: threading.Thread | None = None
         self._sock: zmq.Socket | None = None
         self._rpipe = self._wpipe = -1
@@ -213,9 +230,16 @@ class EventPublisher:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """The publishing thread runs (events sent with :meth:`send` go out)."""
+        return self._thread is not None and not self._stop.is_set()
+
     def make(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """An event dict of this source: ``kind``, ``component``, ``time`` then ``fields``."""
+        """An event dict of this source: ``kind``, ``component``, ``time``, the publisher's
+        :attr:`fields`, then ``fields``."""
         ev: dict[str, Any] = {"kind": kind, "component": self.source, "time": time.time()}
+        ev.update(self.fields)
         ev.update(fields)
         return ev
 
@@ -225,13 +249,25 @@ class EventPublisher:
         self.send(ev)
         return ev
 
-    def send(self, event: dict[str, Any]) -> None:
-        """Queue a ready-made event dict for sending (any thread; never blocks)."""
+    def send(self, event: dict[str, Any]) -> bool:
+        """Queue a ready-made event dict for sending (any thread; never blocks).
+
+        Returns
+        -------
+        bool
+            False when the publisher is stopped (or its thread ended): the event is dropped,
+            not queued (the first such drop after an unexpected end is logged as an error).
+        """
         if self._stop.is_set():
-            return
+            if not self._stopped_by_caller and not self._said_dead:
+                self._said_dead = True
+                log.error("%s: the event thread has ended: events are no longer sent "
+                          "(%s %r dropped)", self.name, event.get("kind"), event.get("component"))
+            return False
         self._queue.put(event)
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wpipe, b"e")
+        return True
 
     def _emit(self, event: dict[str, Any]) -> None:
         event["seq"] = self.sent
@@ -246,7 +282,8 @@ class EventPublisher:
         except zmq.ZMQError as exc:  # XPUB drops at its HWM rather than blocking
             log.debug("%s: event dropped: %s", self.name, exc)
 
-    def _call(self, fn: Callable[[], list[dict[str, Any]]] | None) -> None:
+    def _call(self, fn: Callable[[], list[dict[str, Any]]] | None, snapshot: bool = False
+              ) -> None:
         if fn is None:
             return
         try:
@@ -255,6 +292,8 @@ class EventPublisher:
             log.exception("%s: %s raised", self.name, getattr(fn, "__name__", fn))
             return
         for ev in events or ():
+            if snapshot:
+                ev["snapshot"] = True
             self._emit(ev)
 
     def _drain(self) -> None:
@@ -283,22 +322,22 @@ class EventPublisher:
                                 msg = sock.recv(zmq.NOBLOCK)
                             except zmq.Again:
                                 break
-                            if msg[:1] == b"\x01":
-                                self.subscriptions += 1
+                            if msg[:1] == b"\x01":  # a subscription (\x00: one ending)
                                 welcome = True
-                            elif msg[:1] == b"\x00":
-                                self.subscriptions = max(0, self.subscriptions - 1)
                     else:
                         with contextlib.suppress(BlockingIOError, OSError):
                             os.read(self._rpipe, 4096)
                 self._drain()
                 if welcome:
-                    self._call(self.snapshot)
+                    self._call(self.snapshot, snapshot=True)
                 if time.monotonic() >= next_beat:
                     self._call(self.heartbeat)
                     next_beat = max(next_beat + self.interval, time.monotonic() + 0.1)
             self._drain()  # the last events (e.g. a state change while closing)
+        except Exception:  # noqa: BLE001 - said here, with the traceback; the thread ends
+            log.exception("%s: the event thread failed: no more events are sent", self.name)
         finally:
+            self._stop.set()  # send() stops queuing for nobody
             sock.close()
             for fd in (self._rpipe, self._wpipe):
                 with contextlib.suppress(OSError):
@@ -306,6 +345,7 @@ class EventPublisher:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Send what is queued, stop the thread and close the socket."""
+        self._stopped_by_caller = True
         if self._thread is None or self._stop.is_set():
             return
         self._stop.set()
@@ -325,7 +365,10 @@ class EventPublisher:
 
 
 class EventSubscriber:
-    """Receives the events of one or more publishers (a SUB socket; use it from one thread).
+    """Receives the events of one or more publishers (SUB sockets; use it from one thread).
+
+    Each publisher gets a socket of its own, so the subscriber knows where each event came
+    from (:attr:`last_source`) and :func:`subscribe` can wait for every publisher's snapshot.
 
     Parameters
     ----------
@@ -334,6 +377,13 @@ class EventSubscriber:
     kinds : iterable of str, optional
         Keep only these kinds (default: all).
 
+    Attributes
+    ----------
+    received : int
+        Events received so far (of every kind).
+    last_source : str or None
+        The address of the publisher of the last event received.
+
     Examples
     --------
     >>> with EventSubscriber("tcp://127.0.0.1:5556") as sub:   # doctest: +SKIP
@@ -341,19 +391,19 @@ class EventSubscriber:
     """
 
     def __init__(self, address: str | Sequence[str], kinds: Iterable[str] | None = None):
-        self.addresses = [address] if isinstance(address, str) else list(address)
+        addresses = [address] if isinstance(address, str) else list(address)
+        self.addresses: list[str] = []
         self.kinds = set(kinds) if kinds is not None else None
         if self.kinds is not None and (bad := self.kinds - set(EVENT_KINDS)):
             raise ValueError(f"unknown event kinds {sorted(bad)}: use {', '.join(EVENT_KINDS)}")
         self.received = 0
+        self.last_source: str | None = None
         self._pending: collections.deque[dict[str, Any]] = collections.deque()
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100000)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        for a in self.addresses:
-            sock.connect(a)
-        self._sock: zmq.Socket | None = sock
+        self._socks: list[tuple[str, zmq.Socket]] = []
+        self._poller: zmq.Poller | None = zmq.Poller()
+        self._next = 0  # round robin over the sockets that have events
+        for a in addresses:
+            self.connect(a)
 
     @property
     def address(self) -> str:
@@ -362,24 +412,57 @@ class EventSubscriber:
 
     def connect(self, address: str) -> None:
         """Also receive the events published at ``address``."""
-        if self._sock is None:
+        if self._poller is None:
             raise DaoError("this event subscriber is closed")
-        self._sock.connect(address)
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 100000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ValueError(f"bad event address {address!r}: {exc}") from exc
+        self._socks.append((address, sock))
+        self._poller.register(sock, zmq.POLLIN)
         self.addresses.append(address)
 
-    def _recv(self, timeout: float | None) -> dict[str, Any] | None:
-        sock = self._sock
-        if sock is None:
+    def _recv_from(self, timeout: float | None) -> tuple[str, dict[str, Any]] | None:
+        """The next event of any kind and the address it came from, or None on timeout."""
+        poller = self._poller
+        if poller is None:
             raise DaoError("this event subscriber is closed")
-        ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        if not sock.poll(ms, zmq.POLLIN):
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        ready = dict(poller.poll(ms))
+        if not ready:
             return None
-        ev = decode_event(sock.recv())
-        self.received += 1
-        return ev
+        n = len(self._socks)
+        for i in range(n):  # round robin: one busy publisher does not hide the others
+            addr, sock = self._socks[(self._next + i) % n]
+            if sock in ready:
+                self._next = (self._next + i + 1) % n
+                data = sock.recv()
+                self.received += 1
+                self.last_source = addr
+                return addr, decode_event(data)
+        return None
+
+    def _recv(self, timeout: float | None) -> dict[str, Any] | None:
+        got = self._recv_from(timeout)
+        return None if got is None else got[1]
 
     def get(self, timeout: float | None = 1.0) -> dict[str, Any] | None:
         """The next event (of the kinds kept), or None if none comes within ``timeout`` s.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Longest wait in seconds (0: do not wait; None: as long as it takes).
+
+        Returns
+        -------
+        dict or None
+            The event, or None.
 
         Raises
         ------
@@ -400,7 +483,13 @@ class EventSubscriber:
                 return None
 
     def drain(self) -> list[dict[str, Any]]:
-        """Every event already received, without waiting."""
+        """Every event already received, without waiting.
+
+        Returns
+        -------
+        list of dict
+            The events (of the kinds kept), oldest first.
+        """
         out = []
         while (ev := self.get(0)) is not None:
             out.append(ev)
@@ -414,6 +503,20 @@ class EventSubscriber:
     ) -> dict[str, Any]:
         """The first event for which ``predicate(event)`` is true and whose fields equal
         ``match`` (e.g. ``kind="state", state="Running"``); events before it are dropped.
+
+        Parameters
+        ----------
+        predicate : callable, optional
+            ``predicate(event) -> bool``.
+        timeout : float
+            Longest wait, in seconds.
+        **match
+            Fields the event must have, with these values.
+
+        Returns
+        -------
+        dict
+            The event.
 
         Raises
         ------
@@ -443,10 +546,15 @@ class EventSubscriber:
                 yield ev
 
     def close(self) -> None:
-        """Close the socket."""
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        """Close the sockets."""
+        socks, self._socks, self._poller = self._socks, [], None
+        for _, sock in socks:
+            sock.close(linger=0)
+
+    @property
+    def closed(self) -> bool:
+        """The sockets are closed."""
+        return self._poller is None
 
     def __enter__(self) -> EventSubscriber:
         return self
@@ -504,25 +612,36 @@ def subscribe(
 
     Parameters
     ----------
-    address : str or int
+    address : str or int or sequence of str
         The component's command address (``PORT``, ``HOST:PORT``, ``tcp://HOST:PORT``, as
         for ``dao ctl``): its event address is asked with ``QUERY events_address``. With
         ``direct=True``: the event address itself (or a list of them), e.g. a supervisor's
         :attr:`~dao.runtime.supervisor.Supervisor.events_address`.
     direct : bool
-        ``address`` is an event address.
+        ``address`` is an event address (or a list of them).
     kinds : iterable of str, optional
         Keep only these kinds of event.
     timeout : float
-        Seconds to wait for the component's answer and for the first event.
+        Seconds to wait for the component's answer and for the snapshots.
     wait : bool
-        Return once the publisher's welcome snapshot (the current state) has arrived, so that
-        no later event can be missed; :meth:`EventSubscriber.get` returns that snapshot first.
+        Return once **every** publisher's welcome snapshot (its current state, see the module
+        docstring) has arrived, so that no later event can be missed;
+        :meth:`EventSubscriber.get` then returns the events received meanwhile (the
+        snapshots first) before any later one. False: return at once (the snapshots come
+        when the connections are made).
+
+    Returns
+    -------
+    EventSubscriber
+        The subscriber (close it, or use it in a ``with`` block).
 
     Raises
     ------
     EventTimeout
-        ``wait`` and no event came within ``timeout``.
+        ``wait`` and some publisher sent no snapshot within ``timeout`` (named: is a dao
+        component or supervisor publishing there?).
+    EventError
+        ``wait`` and a message that is not a dao event came (not a dao event socket).
     dao.runtime.command.CommandTimeout
         The component did not answer ``QUERY events_address``.
     """
@@ -534,21 +653,29 @@ def subscribe(
     else:
         targets = [events_address(address, timeout=timeout)]
     sub = EventSubscriber(targets, kinds=kinds)
-    if wait:
-        end = time.monotonic() + timeout
-        first = None
-        try:
-            while first is None and time.monotonic() < end:
-                first = sub._recv(min(0.2, max(0.0, end - time.monotonic())))
-        except BaseException:
-            sub.close()
-            raise
-        if first is None:
-            sub.close()
-            raise EventTimeout(
-                f"no event from {', '.join(targets)} within {timeout:g} s: is a dao component "
-                "or supervisor publishing there?"
-            )
-        if sub.kinds is None or first.get("kind") in sub.kinds:
-            sub._pending.append(first)
+    if not wait:
+        return sub
+    end = time.monotonic() + timeout
+    missing = set(sub.addresses)
+    got: list[dict[str, Any]] = []
+    try:
+        while missing:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise EventTimeout(
+                    f"no event from {', '.join(sorted(missing))} within {timeout:g} s: is a "
+                    "dao component or supervisor publishing there?"
+                )
+            item = sub._recv_from(min(0.2, left))
+            if item is None:
+                continue
+            src, ev = item
+            if ev.get("snapshot"):
+                missing.discard(src)
+            if sub.kinds is None or ev.get("kind") in sub.kinds:
+                got.append(ev)
+    except BaseException:
+        sub.close()
+        raise
+    sub._pending.extend(got)
     return sub

@@ -80,6 +80,8 @@ class Status:
         self._fraction: float | None = None
         self._message = ""
         self._timer: threading.Timer | None = None
+        # the statuses a combined status (Status.all) waits for; None for a plain one
+        self._parts: list[Status] | None = None
         if timeout is not None:
             self._timer = threading.Timer(float(timeout), self._expire, args=(float(timeout),))
             self._timer.daemon = True
@@ -96,8 +98,23 @@ class Status:
     ) -> Status:
         """Run ``target(status)`` in a new thread; its return value is the result.
 
-        ``target`` may report progress with ``status.set_progress(...)``; an exception it
-        raises fails the status.
+        Parameters
+        ----------
+        target : callable
+            ``target(status) -> result``; it may report progress with
+            ``status.set_progress(...)``; an exception it raises fails the status.
+        name : str
+            What the operation is (default: ``target``'s name); also names the thread.
+        timeout : float, optional
+            Seconds after which the status fails with :class:`StatusTimeout` if ``target``
+            has not returned (``target`` goes on; its later end is ignored).
+        daemon : bool
+            Run ``target`` in a daemon thread (it does not keep the interpreter alive).
+
+        Returns
+        -------
+        Status
+            The operation's status, not done yet (at once: ``target`` runs in the thread).
         """
         st = cls(name or getattr(target, "__name__", ""), timeout=timeout)
 
@@ -165,7 +182,13 @@ class Status:
             log.exception("callback %r of status %r raised", fn, self.name)
 
     def set_progress(self, fraction: float | None = None, message: str | None = None) -> None:
-        """Report progress: ``fraction`` done (0 to 1) and/or a ``message``."""
+        """Report progress: ``fraction`` done (0 to 1) and/or a ``message``.
+
+        Ignored once the status is done (a late report of an operation that timed out, say,
+        never changes a finished status).
+        """
+        if self._event.is_set():
+            return
         if fraction is not None:
             self._fraction = min(1.0, max(0.0, float(fraction)))
         if message is not None:
@@ -276,8 +299,8 @@ class Status:
         out = cls(name or " & ".join(s.name for s in statuses))
         parts: list[Status] = []
         for s in statuses:
-            parts.extend(getattr(s, "_parts", [s]))
-        out._parts = parts  # type: ignore[attr-defined]
+            parts.extend(s._parts if s._parts is not None else [s])
+        out._parts = parts
         left = [len(parts)]
         lock = threading.Lock()
 

@@ -33,6 +33,15 @@ that dies is reported (:meth:`Supervisor.poll` returns each report once) and, wi
 ``restart = true``, restarted **to the state and parameter values it last had**: the
 parameters are set first (SETUP, and in the configuration the new process loads at Init), then
 the component is driven to its last known state (its configured one if it died in Error).
+Restarts run on a thread of their own, so the monitor goes on following events and seeing
+other deaths meanwhile. A restart that fails after its process was spawned (the process
+exits, does not answer, or cannot be driven to the state) kills that process and is tried
+again after a back-off; the report says so, and says which parameters were not restored.
+
+Who says what the state is: while a process starts, the start (the replies to its commands)
+owns the recorded state; once it is there, the component's events do, but only the events of
+the current process (each carries its ``pid``) and none older than the end of the start (each
+carries its ``time``), so the recorded state never goes back to an earlier one.
 
 Health events: the supervisor publishes, on its own event socket
 (:attr:`Supervisor.events_address`, see :mod:`dao.runtime.events`), a ``health`` event per
@@ -51,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -87,7 +97,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports free on ``host`` right now (all held open while picking)."""
+    """``n`` distinct TCP ports free on ``host`` right now (all held open while picking, so
+    one call never returns a port twice: pick every port needed in one call)."""
     socks = []
     try:
         for _ in range(n):
@@ -188,12 +199,19 @@ class _Proc:
     restart_at: float | None = None
     reported_dead: bool = False
     stopping: bool = False
+    starting: bool = False  # a start is under way (it reports its own failure)
+    restarting: bool = False  # a restart is scheduled or running on a worker thread
+    restarter: threading.Thread | None = None
+    # serialises start and stop of this process (taken before the supervisor's lock)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # what the component said last (its events) and what a restart brings back
     state: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     readonly: set[str] = field(default_factory=set)
     restore: tuple[str, dict[str, Any]] | None = None
-    last_event: float = 0.0
+    # events published before this time (time.time()) are older than what the last start
+    # established: ignored (infinite while a start owns the state)
+    synced_at: float = math.inf
 
 
 class Supervisor:
@@ -248,11 +266,16 @@ class Supervisor:
         if dup:
             raise SupervisorError(f"component names must be unique; repeated: {sorted(dup)}")
         self.procs: dict[str, _Proc] = {}
+        # every port in one call (a port free on every interface is free on each), none of
+        # them one that another component is configured to use
+        fixed = {p for s in specs for p in (s.port, s.events_port) if p}
+        need = sum((not s.port) + (not s.events_port) for s in specs)
+        picked = [p for p in _free_ports(need + len(fixed), "0.0.0.0") if p not in fixed]
+        free = iter(picked[:need])
         for spec in specs:
-            ports = _free_ports(2, spec.host)
-            self.procs[spec.name] = _Proc(
-                spec, spec.port or ports[0], spec.events_port or ports[1]
-            )
+            port = spec.port or next(free)
+            events_port = spec.events_port or next(free)
+            self.procs[spec.name] = _Proc(spec, port, events_port)
         self.forwarder = None
         self.log_bus: str | None = None
         self.events: list[str] = []
@@ -263,6 +286,7 @@ class Supervisor:
         self._monitor_stop = threading.Event()
         self._spawner: threading.Thread | None = None
         self._spawn_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = False  # stop_all() under way or done: no thread or socket made anew
         self._t0 = time.monotonic()
 
     @classmethod
@@ -358,77 +382,152 @@ class Supervisor:
         """Start component ``name``, wait until it answers PING, set ``params`` (if any),
         then drive it to ``state`` (default: its configured state).
 
+        Parameters
+        ----------
+        name : str
+            The component's name.
+        state : str, optional
+            The state to drive it to (default: its configured ``state``).
+        params : dict, optional
+            Parameter values set before it is driven there (SETUP, and in the configuration
+            it loads at Init).
+
         Returns
         -------
         int
-            The process id.
+            The process id (that of the running process if it was already started).
 
         Raises
         ------
         SupervisorError
             The process exited while starting, did not answer in time, or could not be driven
-            to the state.
+            to the state. The process is not left running: it was killed.
         """
+        self._closing = False
+        pid, _ = self._start(name, state, params, restart=False)
+        return pid
+
+    def _start(self, name: str, state: str | None, params: dict[str, Any] | None,
+               restart: bool) -> tuple[int, list[str]]:
+        """Start a process (see :meth:`start`); returns its pid and the parameters it did not
+        get back (as notes for a restart report)."""
+        p = self.procs[name]
+        if restart and (p.stopping or self._closing):
+            raise SupervisorError(f"{name} is being stopped: not restarted")
         self._ensure_services()
-        with self._lock:
-            p = self.procs[name]
-            if p.popen is not None and p.popen.poll() is None:
-                return p.popen.pid
-            cmd = self.command_line(name, params)
-            p.popen = self._spawn(cmd, self._env(p.spec))
-            p.reported_dead = False
-            p.stopping = False
-            p.restart_at = None
-            p.restore = None
-            p.started_at = time.monotonic()
-            if p.client is None:
-                p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
-            deadline = time.monotonic() + self.ready_timeout
-            while True:
-                if p.popen.poll() is not None:
-                    raise SupervisorError(
-                        f"{name} exited with status {p.popen.returncode} "
-                        f"while starting: {' '.join(cmd)}"
-                    )
-                try:
-                    p.client.ping(timeout=0.3)
-                    break
-                except CommandTimeout:
-                    if time.monotonic() > deadline:
-                        self._kill(p)
-                        raise SupervisorError(
-                            f"{name} did not answer PING at "
-                            f"{self._address(p)} within {self.ready_timeout} s"
-                        ) from None
-            p.state = "Off"
-            if params:
-                try:  # parameters first (Init sets them again from the configuration)
-                    p.client.call("SETUP", json.dumps(params))
-                except (CommandFailed, CommandTimeout) as exc:
-                    log.warning("%s: restoring parameters %s failed: %s", name, params, exc)
-            self._drive(p, state or p.spec.state)
-            self._learn(p)
+        with p.lock:
+            with self._lock:
+                if p.popen is not None and p.popen.poll() is None:
+                    return p.popen.pid, []
+                if restart and p.stopping:
+                    raise SupervisorError(f"{name} is being stopped: not restarted")
+                p.stopping = False
+                p.starting = True
+                p.synced_at = math.inf  # the start owns p.state until it is done
+                p.restart_at = None
+            try:
+                notes = self._bring_up(p, state or p.spec.state, params or {})
+            except BaseException as exc:
+                self._abort_start(p, exc)
+                if isinstance(exc, SupervisorError):
+                    raise
+                if isinstance(exc, DaoError | OSError | ValueError):
+                    raise SupervisorError(f"{name}: {exc}") from exc
+                raise
+            with self._lock:
+                p.starting = False
+                p.restore = None
+            assert p.popen is not None
             log.info("started %s (pid %d) at %s", name, p.popen.pid, self._address(p))
             self._health_event(p, "started")
-            return p.popen.pid
+            return p.popen.pid, notes
+
+    def _bring_up(self, p: _Proc, state: str, params: dict[str, Any]) -> list[str]:
+        """Spawn ``p``'s process, wait for its PING, set ``params``, drive it to ``state``;
+        the notes on parameters not restored."""
+        name = p.spec.name
+        cmd = self.command_line(name, params)
+        popen = self._spawn(cmd, self._env(p.spec))
+        with self._lock:
+            p.popen = popen
+            p.reported_dead = False
+            p.started_at = time.monotonic()
+            p.state = "Off"
+        if p.client is None:
+            p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if popen.poll() is not None:
+                raise SupervisorError(
+                    f"{name} exited with status {popen.returncode} while starting: "
+                    f"{' '.join(cmd)}"
+                )
+            if p.stopping:
+                raise SupervisorError(f"{name}: stopped while starting")
+            try:
+                p.client.ping(timeout=0.3)
+                break
+            except CommandTimeout:
+                if time.monotonic() > deadline:
+                    raise SupervisorError(
+                        f"{name} did not answer PING at {self._address(p)} within "
+                        f"{self.ready_timeout} s"
+                    ) from None
+        notes = []
+        if params:
+            try:  # parameters first (Init sets them again from the configuration)
+                p.client.call("SETUP", json.dumps(params))
+            except (CommandFailed, CommandTimeout) as exc:
+                log.warning("%s: restoring parameters %s failed: %s", name, params, exc)
+                notes.append(f"SETUP of the parameters failed ({exc})")
+        self._drive(p, state)
+        with self._lock:
+            p.synced_at = time.time()  # from now on, the component's events
+        self._learn(p)
+        if params:
+            lost = {k: v for k, v in params.items() if k in p.params and p.params[k] != v}
+            if lost:
+                notes.append(", ".join(f"{k}={p.params[k]!r} (was {v!r})"
+                                       for k, v in lost.items()))
+        return notes
+
+    def _abort_start(self, p: _Proc, exc: BaseException) -> None:
+        """A start failed after its process may have been spawned: kill it (never leave a
+        half-started process that nobody watches), record how it ended."""
+        popen = p.popen
+        if popen is not None and popen.poll() is None:
+            log.warning("%s: start failed (%s): killing pid %d", p.spec.name, exc, popen.pid)
+            self._kill(p, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(10)
+        with self._lock:
+            if popen is not None and not p.reported_dead and popen.returncode is not None:
+                p.exit_codes.append(popen.returncode)
+            p.reported_dead = True  # reported by the exception, not again by _check
+            p.starting = False
+        if popen is not None:
+            self._health_event(p, "failed")
 
     def _drive(self, p: _Proc, state: str) -> None:
         assert p.client is not None
         try:
-            p.state = p.client.goto(state)
+            reached = p.client.goto(state)
         except ValueError as exc:
             raise SupervisorError(f"{p.spec.name}: {exc}") from exc
         except (CommandFailed, CommandTimeout) as exc:
             log.error("%s: %s", p.spec.name, exc)
             raise SupervisorError(str(exc)) from exc
+        with self._lock:
+            p.state = str(reached)
 
     def _learn(self, p: _Proc) -> None:
         """Ask a started component for its parameter values and which ones are read-only."""
         assert p.client is not None
         try:
             desc = json.loads(p.client.query("parameters"))
-            p.readonly = {k for k, d in desc.items() if d.get("readonly")}
-            p.params.update({k: d["value"] for k, d in desc.items()})
+            with self._lock:
+                p.readonly = {k for k, d in desc.items() if d.get("readonly")}
+                p.params.update({k: d["value"] for k, d in desc.items()})
         except (CommandFailed, CommandTimeout, ValueError, AttributeError) as exc:
             log.warning("%s: cannot read its parameters: %s", p.spec.name, exc)
 
@@ -444,6 +543,7 @@ class Supervisor:
             self.log_bus = self.forwarder.frontend
         elif logcfg.get("bus"):
             self.log_bus = str(logcfg["bus"])
+        self._closing = False
         try:
             for name in self.procs:
                 self.start(name)
@@ -458,10 +558,32 @@ class Supervisor:
         when it publishes none)."""
         return self._publisher.address if self._publisher is not None else None
 
-    def subscribe(self, kinds: Any = None, timeout: float = 5.0):
-        """Subscribe to the supervisor's health events (see :mod:`dao.runtime.events`)."""
+    def subscribe(self, kinds: Any = None, timeout: float = 5.0) -> EventSubscriber:
+        """Subscribe to the supervisor's health events (see :mod:`dao.runtime.events`).
+
+        Parameters
+        ----------
+        kinds : iterable of str, optional
+            Keep only these kinds (``"health"``, ``"heartbeat"``); default both.
+        timeout : float
+            Seconds to wait for the snapshot (every component's health).
+
+        Returns
+        -------
+        dao.runtime.events.EventSubscriber
+            The subscriber (close it, or use it in a ``with`` block); its first events are
+            the snapshot.
+
+        Raises
+        ------
+        SupervisorError
+            This supervisor publishes no events (``events_port=None``).
+        dao.runtime.events.EventTimeout
+            No snapshot within ``timeout``.
+        """
         from dao.runtime.events import subscribe
 
+        self._closing = False
         self._ensure_services()
         if self.events_address is None:
             raise SupervisorError("this supervisor publishes no events (events_port=None)")
@@ -469,6 +591,8 @@ class Supervisor:
 
     def _ensure_services(self) -> None:
         with self._lock:
+            if self._closing:
+                return
             if self._publisher is None and self._events_port is not None:
                 from dao.runtime.command import bind_address
 
@@ -501,9 +625,12 @@ class Supervisor:
                     self._on_event(ev)
                 if time.monotonic() >= next_check:
                     try:
+                        restarts = []
                         with self._lock:
                             if not self._monitor_stop.is_set():
-                                self._pending.extend(self._check())
+                                reports, restarts = self._check()
+                                self._pending.extend(reports)
+                        self._dispatch(restarts, inline=False)
                     except Exception:  # noqa: BLE001 - the monitor must go on
                         log.exception("supervisor: checking the processes failed")
                     next_check = time.monotonic() + interval
@@ -511,21 +638,35 @@ class Supervisor:
             sub.close()
 
     def _on_event(self, ev: dict[str, Any]) -> None:
-        """Follow what a component says: its state and parameter values."""
+        """Follow what a component says: its state and parameter values.
+
+        Only the events of the current process count (``pid``), and none published before the
+        end of its start (``time``): what the start established is never overwritten by older
+        news (the snapshot or the state changes of the start itself, read later).
+        """
         p = self.procs.get(str(ev.get("component")))
-        if p is None or p.reported_dead or p.restore is not None:
-            return  # a dead one's last words are not its restored state
-        p.last_event = time.monotonic()
-        kind = ev.get("kind")
-        if kind == "parameter" and "name" in ev:
-            p.params[str(ev["name"])] = ev.get("new")
-        if isinstance(ev.get("parameters"), dict):
-            p.params.update(ev["parameters"])
-        state = ev.get("state")
-        if kind in ("state", "heartbeat") and isinstance(state, str) and state != p.state:
-            p.state = state
-            if kind == "state":
-                self._health_event(p, "state")
+        if p is None:
+            return
+        with self._lock:
+            popen = p.popen
+            if popen is None or p.reported_dead or p.starting:
+                return
+            pid = ev.get("pid")
+            if pid is not None and pid != popen.pid:
+                return  # a previous process's last words
+            t = ev.get("time")
+            if not isinstance(t, int | float) or t < p.synced_at:
+                return  # older than what the last start established
+            kind = ev.get("kind")
+            if kind == "parameter" and "name" in ev:
+                p.params[str(ev["name"])] = ev.get("new")
+            if isinstance(ev.get("parameters"), dict):
+                p.params.update(ev["parameters"])
+            state = ev.get("state")
+            if kind in ("state", "heartbeat") and isinstance(state, str) and state != p.state:
+                p.state = state
+                if kind == "state":
+                    self._health_event(p, "state")
 
     def health(self) -> list[dict[str, Any]]:
         """Each component's health, without asking it anything: ``component`` (name),
@@ -625,26 +766,42 @@ class Supervisor:
         """Check every process once (report the dead, restart those with ``restart = true``)
         and return the reports not returned before (the monitor thread's too).
 
+        With a monitor thread, restarts run on threads of their own and their reports come
+        with a later call; without one (``monitor_interval=None``) they are done here.
+
         Returns
         -------
         list of str
             What happened (also logged and kept in :attr:`events`).
         """
         with self._lock:
-            self._pending.extend(self._check())
+            reports, restarts = self._check()
+            self._pending.extend(reports)
+        self._dispatch(restarts, inline=self._monitor is None)
+        with self._lock:
             out, self._pending = self._pending, []
         return out
 
-    def _check(self) -> list[str]:
-        """One check of every process (lock held); the reports made."""
-        events = []
+    def _backoff(self, p: _Proc) -> float:
+        """The wait before restarting ``p`` after ``p.quick_deaths`` quick deaths."""
+        if p.quick_deaths <= 1:
+            return 0.0
+        return min(self.backoff[1], self.backoff[0] * 2 ** (p.quick_deaths - 2))
+
+    def _check(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """One check of every process (lock held, quick: no command sent); the reports made
+        and the restarts to do now, as ``(name, report so far)`` (see :meth:`_dispatch`)."""
+        events: list[str] = []
+        restarts: list[tuple[str, str]] = []
         now = time.monotonic()
         for name, p in self.procs.items():
-            if p.popen is None or p.stopping:
+            if p.popen is None or p.stopping or p.starting or p.restarting:
                 continue
             if p.restart_at is not None:  # dead, waiting out its back-off
                 if now >= p.restart_at:
-                    events.append(self._restart(name, f"{name} back-off over"))
+                    p.restart_at = None
+                    p.restarting = True
+                    restarts.append((name, f"{name} back-off over"))
                 continue
             rc = p.popen.poll()
             if rc is None or p.reported_dead:
@@ -660,38 +817,76 @@ class Supervisor:
                 events.append(msg)
                 continue
             p.quick_deaths = p.quick_deaths + 1 if now - p.started_at < self.stable_after else 0
-            delay = 0.0
-            if p.quick_deaths > 1:
-                delay = min(self.backoff[1], self.backoff[0] * 2 ** (p.quick_deaths - 2))
+            delay = self._backoff(p)
             if delay > 0:
                 p.restart_at = now + delay
                 msg += f" {now - p.started_at:.1f} s after its start; restart in {delay:g} s"
                 log.warning("%s", msg)
                 events.append(msg)
             else:
-                events.append(self._restart(name, msg))
+                p.restarting = True
+                restarts.append((name, msg))
         self.events.extend(events)
-        return events
+        return events, restarts
+
+    def _dispatch(self, restarts: list[tuple[str, str]], inline: bool) -> None:
+        """Do the restarts :meth:`_check` asked for (without the supervisor's lock held): in
+        this thread (``inline``) or each on a thread of its own, so the monitor goes on
+        following events and seeing deaths while a process starts."""
+        for name, msg in restarts:
+            if inline:
+                self._restart_main(name, msg)
+                continue
+            t = threading.Thread(target=self._restart_main, args=(name, msg),
+                                 name=f"supervisor-restart-{name}"[:60], daemon=True)
+            self.procs[name].restarter = t
+            t.start()
+
+    def _restart_main(self, name: str, msg: str) -> None:
+        p = self.procs[name]
+        try:
+            report = self._restart(name, msg)
+        except BaseException as exc:  # noqa: BLE001 - reported, never lost with the thread
+            log.exception("%s: restart failed", name)
+            report = f"{msg}; restart failed: {exc}"
+        finally:
+            with self._lock:
+                p.restarting = False
+        with self._lock:
+            self.events.append(report)
+            self._pending.append(report)
 
     def _restart(self, name: str, msg: str) -> str:
         p = self.procs[name]
-        p.restart_at = None
         state, params = p.restore or (p.spec.state, {})
         if self.monitor_interval is None:  # no events followed: what the config says
             state, params = p.spec.state, {}
         try:
-            pid = self.start(name, state=state, params=params)
+            pid, notes = self._start(name, state, params, restart=True)
+        except Exception as exc:  # noqa: BLE001 - any failure: killed, tried again later
+            with self._lock:
+                p.restore = (state, params)  # what the next try brings back
+                if p.stopping:
+                    msg += f"; not restarted: {exc}"
+                else:
+                    p.started_at = time.monotonic()
+                    p.quick_deaths += 1
+                    delay = max(self._backoff(p), self.backoff[0])
+                    p.restart_at = time.monotonic() + delay
+                    msg += f"; restart failed: {exc}; the process was killed, next try in " \
+                           f"{delay:g} s"
+            log.warning("%s", msg)
+            return msg
+        with self._lock:
             p.restarts += 1
-            msg += f"; restarted as pid {pid}"
-            if params or state != p.spec.state:
-                msg += f", back to {state}" + (
-                    f" with {', '.join(f'{k}={v!r}' for k, v in params.items())}"
-                    if params else "")
-            self._health_event(p, "restarted")
-        except SupervisorError as exc:
-            p.started_at = time.monotonic()
-            p.restore = (state, params)
-            msg += f"; restart failed: {exc}"
+        msg += f"; restarted as pid {pid}"
+        if params or state != p.spec.state:
+            msg += f", back to {state}" + (
+                f" with {', '.join(f'{k}={v!r}' for k, v in params.items())}"
+                if params else "")
+        if notes:
+            msg += "; parameters not restored: " + "; ".join(notes)
+        self._health_event(p, "restarted")
         log.warning("%s", msg)
         return msg
 
@@ -703,22 +898,24 @@ class Supervisor:
 
     def stop(self, name: str, timeout: float = 5.0) -> int | None:
         """Stop component ``name``: drive it to Off (unless in Error), then SIGTERM, then
-        SIGKILL.
+        SIGKILL. A start or restart under way is abandoned (its process killed) first.
 
         Returns
         -------
         int or None
             The exit status (None if it was never started).
         """
+        p = self.procs[name]
         with self._lock:
-            p = self.procs[name]
+            p.stopping = True  # seen by a start under way, which then gives up
+            p.restart_at = None
+        with p.lock:
             if p.popen is None:
                 return None
-            p.stopping = True
             if p.popen.poll() is None and p.client is not None:
                 try:
                     if p.client.call("STATE", timeout=1.0) != "Error":
-                        p.client.goto("Off", timeout=min(timeout, self.command_timeout))
+                        p.client.goto("Off", timeout=max(timeout, self.command_timeout))
                 except (CommandTimeout, CommandFailed, DaoError, ValueError) as exc:
                     log.warning("%s: could not drive it to Off before SIGTERM: %s", name, exc)
             if p.popen.poll() is None:
@@ -736,11 +933,22 @@ class Supervisor:
             return p.popen.returncode
 
     def stop_all(self, timeout: float = 5.0) -> dict[str, int | None]:
-        """Stop the monitor, every component (last started first), the log forwarder and the
-        event socket."""
+        """Stop the monitor, every component (last started first; restarts under way are
+        abandoned), the log forwarder and the event socket.
+
+        Returns
+        -------
+        dict of str to int or None
+            Each component's exit status (None if it was never started).
+        """
+        with self._lock:
+            self._closing = True
+            for p in self.procs.values():  # no restart begins from now on
+                p.stopping = True
+                p.restart_at = None
         self._monitor_stop.set()
         if self._monitor is not None and self._monitor is not threading.current_thread():
-            self._monitor.join(max(timeout, self.ready_timeout))
+            self._monitor.join(max(timeout, 5.0))
         self._monitor = None
         out = {}
         for name in reversed(list(self.procs)):
@@ -749,6 +957,11 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - stop the others anyway
                 log.exception("stopping %s failed", name)
                 self._kill(self.procs[name])
+        for p in self.procs.values():  # restart threads end once their process is stopped
+            t = p.restarter
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout)
+            p.restarter = None
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None

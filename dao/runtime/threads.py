@@ -207,6 +207,12 @@ class RTThread:
         return "running" if self._running else "waiting"
 
     @property
+    def run_requested(self) -> bool:
+        """The body is to run: :meth:`start` was called and no :meth:`stop` or :meth:`exit`
+        since (a body checks it to leave a long wait early)."""
+        return self._run_requested
+
+    @property
     def in_thread(self) -> bool:
         """Whether the caller is this thread itself."""
         return self._thread is not None and threading.current_thread() is self._thread

@@ -37,6 +37,10 @@ def test_result_progress_and_callbacks():
     late = []
     st.add_callback(late.append)  # already done: called at once, once
     assert late == [st] and seen == [st]
+    watched = []
+    st.watch(watched.append)
+    st.set_progress(0.2, "a late report")  # done: ignored
+    assert st.progress == 1.0 and st.message == "half way" and watched == []
 
 
 def test_failure_is_raised_by_wait():
@@ -72,6 +76,8 @@ def test_operation_timeout_and_combination():
         slow.wait(10)
     both = Status.finished(1) & Status.finished(2)
     assert both.wait(1) == [1, 2]
+    assert (both & Status.finished(3)).wait(1) == [1, 2, 3]  # flattened
+    assert Status.all().wait(1) == []
     a, b = Status("a"), Status("b")
     ab = a & b
     a.set_finished("x")
@@ -94,6 +100,9 @@ def test_component_goto_without_waiting(stream_dir):
     st = c.goto("Running", wait=False)
     assert st.wait(10) is State.RUNNING and c.state is State.RUNNING
     assert c.goto("Off", timeout=10) is State.OFF
+    assert c.goto("Idle", 10) is State.IDLE  # goto(target, timeout, wait): as the client's
+    st = c.goto("Standby", 10, False)
+    assert st.wait(10) is State.STANDBY
     with pytest.raises(ValueError, match="unknown state 'Runing': the states are Off"):
         c.goto("Runing")
     c.close()

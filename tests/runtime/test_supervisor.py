@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -42,23 +43,33 @@ def procs():
         if p.poll() is None:
             p.kill()
         p.wait(5)
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
+        for f in getattr(p, "files", ()):
+            f.close()
 
 
 def dao_run(procs, cls: str, name: str, *extra: str) -> tuple[subprocess.Popen, int]:
+    """Start ``dao run``; its output goes to files (``output(p)``): a pipe nobody reads
+    while it runs would fill up and block the component."""
     port = free_port()
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     p = subprocess.Popen(
         [*CLI, "run", cls, "--port", str(port), "--name", name, *extra],
-        env=child_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env=child_environment(), stdout=out, stderr=err, text=True,
     )
+    p.files = (out, err)
     procs.append(p)
-    ComponentClient(port, timeout=0.5).wait_ready(15.0)
+    with ComponentClient(port, timeout=0.5) as c:
+        c.wait_ready(30.0)
     return p, port
+
+
+def output(p: subprocess.Popen) -> tuple[str, str]:
+    """What a process started by :func:`dao_run` printed: (stdout, stderr)."""
+    texts = []
+    for f in p.files:
+        f.seek(0)
+        texts.append(f.read())
+    return texts[0], texts[1]
 
 
 def ctl(port, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess:
@@ -107,9 +118,9 @@ def test_dao_run_driven_by_ctl_and_client(shm_dir, procs):
     # SIGTERM: clean exit
     p.send_signal(signal.SIGTERM)
     assert p.wait(10) == 0
-    out = p.stdout.read()
+    out, err = output(p)
     assert f"serving tcp://127.0.0.1:{port}" in out
-    assert "exited cleanly" in p.stderr.read()
+    assert "exited cleanly" in err
     c.close()
 
 
@@ -262,7 +273,7 @@ restart = true
     with Supervisor.from_file(cfg) as sup:
         pid = sup.status()[0]["pid"]
         os.kill(pid, signal.SIGKILL)
-        events = wait_for(lambda: sup.poll(), timeout=10)
+        events = wait_for(lambda: sup.poll(), timeout=60)
         assert "restarted as pid" in events[0]
         st = sup.status()[0]
         assert st["alive"] and st["pid"] != pid and st["restarts"] == 1
@@ -272,23 +283,26 @@ restart = true
 @pytest.mark.slow
 def test_restarts_back_off_when_a_process_keeps_dying(shm_dir):
     name = uname("b")
+    # no monitor thread: only poll() checks (and restarts), so nothing restarts the process
+    # behind the test's back between two of its looks
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
-                                     "restart": True}]}, backoff=(0.4, 0.8))
+                                     "restart": True}]}, backoff=(0.4, 0.8),
+                     monitor_interval=None)
     with sup:
         def kill_and_poll():
             os.kill(sup.status()[0]["pid"], signal.SIGKILL)
-            return wait_for(lambda: sup.poll(), timeout=10)
+            return wait_for(lambda: sup.poll(), timeout=60)
 
         assert "restarted as pid" in kill_and_poll()[0]  # the first death: at once
         events = kill_and_poll()  # died again soon after its start: waits
         assert "restart in 0.4 s" in events[0]
-        assert not sup.status()[0]["alive"] and sup.poll() == []
-        t0 = time.monotonic()
-        events = wait_for(lambda: sup.poll(), timeout=10)
-        assert "back-off over; restarted as pid" in events[0]
-        assert time.monotonic() - t0 > 0.3 and sup.status()[0]["alive"]
+        assert not sup.status()[0]["alive"]
+        events = wait_for(lambda: sup.poll(), timeout=60)
+        assert "back-off over; restarted as pid" in events[0]  # after the wait, not at once
+        assert sup.status()[0]["alive"]
         assert "restart in 0.8 s" in kill_and_poll()[0]  # doubled
-        assert "restart in 0.8 s" in (wait_for(lambda: sup.poll()) and kill_and_poll())[0]
+        assert "restart in 0.8 s" in (wait_for(lambda: sup.poll(), timeout=60)
+                                      and kill_and_poll())[0]
         assert sup.status()[0]["restarts"] == 3
 
 
@@ -350,11 +364,19 @@ def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
             os.kill(child, signal.SIGKILL)
 
 
-def test_components_started_from_a_thread_outlive_it(shm_dir):
+def test_components_started_from_a_thread_outlive_it(shm_dir, monkeypatch):
     """Children die with their parent *thread* (PR_SET_PDEATHSIG): a component started from a
     short-lived thread (a ``wait=False`` operation) must not die when that thread ends."""
     import threading
 
+    forked_by = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kw):
+        forked_by.append(threading.current_thread())
+        return real_popen(*args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
     name = uname("t")
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
                                      "state": "Idle"}]})
@@ -362,10 +384,188 @@ def test_components_started_from_a_thread_outlive_it(shm_dir):
         th = threading.Thread(target=sup.start_all)
         th.start()
         th.join(60)
+        # the cause: the child was forked by the supervisor's long-lived spawner thread, not
+        # by the thread that asked (whose end sends the child its death signal)
+        assert forked_by and all(t is not th and t.is_alive() for t in forked_by)
         pid = sup.status()[0]["pid"]
-        time.sleep(0.5)  # a SIGTERM from the thread's end would have stopped it by now
+        # the effect: heartbeats keep coming well after the thread's end (a SIGTERM makes the
+        # child close its event socket and exit), and no death is reported
+        t_end = time.time()
+        with sup.client(name).subscribe(kinds=["heartbeat"]) as sub:
+            for _ in range(2):  # one a second
+                sub.wait_for(predicate=lambda e, t=t_end: e["time"] > t and e["pid"] == pid,
+                             timeout=30)
+                t_end = time.time()
         assert _alive(pid) and sup.client(name).state() == "Idle"
         assert sup.poll() == []
     finally:
         codes = sup.stop_all()
     assert codes[name] == 0
+
+
+# -- restarts that fail, what a restart brings back, who owns the recorded state ----------------
+HELPERS = '''
+import os
+import time
+
+from dao.examples import Counter
+
+
+class Forgetful(Counter):
+    """Forgets its step at every Init (so a restart cannot bring it back)."""
+
+    def configure(self, config):
+        self.step = 1
+
+
+class Gated(Counter):
+    """Init waits while the file named by config["gate"] exists (at most 60 s)."""
+
+    def configure(self, config):
+        gate, end = config.get("gate"), time.monotonic() + 60
+        while gate and os.path.exists(gate) and time.monotonic() < end:
+            time.sleep(0.02)
+'''
+
+
+@pytest.fixture
+def helpers(tmp_path):
+    """The environment of children that import ``helpers`` (components made for the tests)."""
+    (tmp_path / "helpers.py").write_text(HELPERS)
+    root = str(Path(__file__).resolve().parents[2])
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+
+
+class Reports:
+    """Every report of a supervisor, gathered over several polls."""
+
+    def __init__(self, sup: Supervisor):
+        self.sup, self.seen = sup, []
+
+    def wait(self, text: str, timeout: float = 60.0) -> str:
+        def find():
+            self.seen.extend(self.sup.poll())
+            return next((r for r in self.seen if text in r), None)
+
+        return wait_for(find, timeout=timeout, what=f"a report with {text!r}")
+
+
+def test_a_failed_restart_kills_its_process_and_tries_again(shm_dir):
+    """The restarted process cannot reach its state (its input stream is gone): it is killed,
+    not left running unwatched, and the restart is tried again until it works."""
+    import numpy as np
+
+    import dao
+
+    src_name, name = uname("src"), uname("rl")
+    src = dao.shm(src_name, np.zeros((4, 4), np.float32))
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Relay",
+                                     "state": "Idle", "restart": True,
+                                     "args": {"streams": {"source": src_name}}}]},
+                     backoff=(0.3, 0.6))
+    reports = Reports(sup)
+    with sup:
+        pid = sup.health()[0]["pid"]
+        with sup.subscribe(kinds=["health"]) as sub:
+            src.delete()  # Enable of the next process fails: no input stream
+            os.kill(pid, signal.SIGKILL)
+            failed = sub.wait_for(component=name, why="failed", timeout=60)
+        assert failed["pid"] != pid and failed["alive"] is False
+        assert not _alive(failed["pid"])  # killed, not left in Error unwatched
+        report = reports.wait("restart failed")
+        assert f"{name} (pid {pid}) died with status -9" in report
+        assert "EXEC Enable failed" in report and "no stream at" in report  # why
+        assert "the process was killed, next try in" in report
+        src = dao.shm(src_name, np.zeros((4, 4), np.float32))  # the input is back
+        report = reports.wait("restarted as pid", timeout=120)
+        h = sup.health()[0]
+        assert h["alive"] and f"restarted as pid {h['pid']}" in report
+        assert sup.client(name).state() == "Idle"
+    src.delete()
+
+
+def test_a_restart_report_says_which_parameters_did_not_come_back(shm_dir, helpers):
+    name = uname("fg")
+    sup = Supervisor({"component": [{"name": name, "class": "helpers:Forgetful",
+                                     "state": "Idle", "restart": True, "env": helpers,
+                                     "args": {"period": 0.01}}]})
+    with sup:
+        sup.client(name).setup("step", 7)
+        wait_for(lambda: sup.last_known(name)["parameters"].get("step") == 7, timeout=30)
+        os.kill(sup.health()[0]["pid"], signal.SIGKILL)
+        report = Reports(sup).wait("restarted as pid")
+        assert "back to Idle with step=7" in report  # what was asked...
+        assert "parameters not restored: step=1 (was 7)" in report  # ... and what came back
+
+
+def test_the_monitor_goes_on_while_a_restart_is_under_way(shm_dir, helpers, tmp_path):
+    """A restart that takes long (its Init waits on a file) does not stop the monitor: another
+    component's death is reported meanwhile."""
+    a, b = uname("a"), uname("b")
+    gate = tmp_path / "gate"
+    sup = Supervisor({"component": [
+        {"name": a, "class": "helpers:Gated", "state": "Standby", "restart": True,
+         "env": helpers, "args": {"gate": str(gate)}},
+        {"name": b, "class": "dao.examples:Counter"},
+    ]}, command_timeout=90)
+    reports = Reports(sup)
+    try:
+        sup.start_all()
+        pid_a, pid_b = (h["pid"] for h in sup.health())
+        gate.write_text("")  # the next Init of a waits
+        with sup.subscribe(kinds=["health"]) as sub:
+            os.kill(pid_a, signal.SIGKILL)
+            sub.wait_for(component=a, why="died", timeout=30)
+            os.kill(pid_b, signal.SIGKILL)
+            reports.wait(f"{b} (pid {pid_b}) died", timeout=30)
+        assert not any("restarted" in r for r in reports.seen)  # seen while a restarts
+        assert sup.health()[0]["restarts"] == 0  # a's restart is still waiting
+        gate.unlink()
+        assert "restarted as pid" in reports.wait(f"{a} (pid {pid_a}) died", timeout=60)
+        assert sup.client(a).state() == "Standby"
+    finally:
+        gate.unlink(missing_ok=True)
+        sup.stop_all()
+
+
+def test_the_recorded_state_never_goes_back(shm_dir):
+    """The start drives the component and records its state; the events read later (the
+    component's snapshot, the state changes of the start itself, a dead process's last words)
+    never take the record back to an older state."""
+    name = uname("st")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
+                                     "state": "Running", "args": {"period": 0.005}}]},
+                     heartbeat_interval=0.3)
+    try:
+        with sup.subscribe(kinds=["health"]) as sub:  # subscribed before the start
+            sup.start_all()
+            pid = sup.health()[0]["pid"]
+            seen: list[dict] = []
+            beats = 0
+            while beats < 3:  # a few rounds after the start, state events included
+                ev = sub.wait_for(component=name, timeout=30)
+                seen.append(ev)
+                beats += ev["why"] == "heartbeat"
+        started = next(i for i, e in enumerate(seen) if e["why"] == "started")
+        assert [e["state"] for e in seen[started:]] == ["Running"] * len(seen[started:]), seen
+        p = sup.procs[name]
+        now = time.time()
+        sup._on_event({"kind": "state", "component": name, "state": "Off", "time": now,
+                       "pid": pid + 100000})  # another (a dead) process
+        sup._on_event({"kind": "state", "component": name, "state": "Idle",
+                       "time": p.synced_at - 1.0, "pid": pid})  # older than the start's end
+        assert sup.last_known(name)["state"] == "Running"
+        sup._on_event({"kind": "state", "component": name, "state": "Idle", "time": now,
+                       "pid": pid})  # news of the current process: followed
+        assert sup.last_known(name)["state"] == "Idle"
+    finally:
+        sup.stop_all()
+
+
+def test_every_component_gets_its_own_ports():
+    fixed = free_port()
+    sup = Supervisor({"component": [{"name": f"c{i}", "class": "x:Y"} for i in range(40)]
+                      + [{"name": "fixed", "class": "x:Y", "port": fixed,
+                          "events_port": fixed + 1}]})
+    ports = [q for p in sup.procs.values() for q in (p.port, p.events_port)]
+    assert len(set(ports)) == len(ports) == 82

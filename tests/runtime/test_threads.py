@@ -44,10 +44,11 @@ def test_lifecycle_and_once_hooks():
         t.start()
     t.spawn()
     assert t.state == "waiting" and t.calls == ["spawn"]
-    assert t.native_id is not None
+    assert t.native_id is not None and not t.run_requested
     t.start()
+    assert t.run_requested
     wait_for(lambda: t.n >= 5)
-    assert t.stop() and t.state == "waiting"
+    assert t.stop() and t.state == "waiting" and not t.run_requested
     n = t.n
     time.sleep(0.02)
     assert t.n == n  # stopped: the body no longer runs
