@@ -18,3 +18,18 @@ def stream_dir():
 def name() -> str:
     """A stream name no other process uses (semaphore names are machine-wide)."""
     return unique_name()
+
+
+@pytest.fixture
+def procs():
+    """A list to append started ``subprocess.Popen`` objects to: each is killed at teardown,
+    whatever happened, and its pipes and output files closed."""
+    started: list = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        for f in (p.stdout, p.stderr, *getattr(p, "files", ())):
+            if f:
+                f.close()

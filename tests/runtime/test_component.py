@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -13,17 +12,7 @@ from dao.examples import Counter, Faulty, Relay
 from dao.runtime.component import TIMING_FIELDS, Component, ComponentError, Input, Output
 from dao.runtime.parameters import Parameter, ParameterError, dump_parameters, parameters
 from dao.runtime.state import HookError, State
-from dao.testing import temporary_stream_dir, wait_for
-
-
-@pytest.fixture
-def shm_dir():
-    with temporary_stream_dir() as d:
-        yield d
-
-
-def uname(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
+from dao.testing import unique_name, wait_for
 
 
 # -- parameters ------------------------------------------------------------------------------
@@ -104,8 +93,8 @@ def test_bad_default_is_refused_at_class_creation():
 
 
 # -- component lifecycle -----------------------------------------------------------------------
-def test_counter_runs_only_in_running(shm_dir):
-    name = uname("cnt")
+def test_counter_runs_only_in_running(stream_dir):
+    name = unique_name("cnt")
     c = Counter(name, period=1e-3, step=3)
     with pytest.raises(ComponentError, match="opened at Enable"):
         c.counter  # noqa: B018
@@ -130,10 +119,10 @@ def test_counter_runs_only_in_running(shm_dir):
     c.close()
 
 
-def test_timing_fifo_is_written(shm_dir):
+def test_timing_fifo_is_written(stream_dir):
     import dao
 
-    name = uname("tim")
+    name = unique_name("tim")
     c = Counter(name, period=1e-3)
     c.goto("Running")
     wait_for(lambda: c.iterations >= 20)
@@ -158,12 +147,12 @@ def test_timing_fifo_is_written(shm_dir):
     c.close()
 
 
-def test_timing_records_the_trigger_frame(shm_dir):
+def test_timing_records_the_trigger_frame(stream_dir):
     import dao
 
-    src_name = uname("src")
+    src_name = unique_name("src")
     src = dao.shm(src_name, np.zeros((4, 4), np.float32))
-    r = Relay(uname("rel"), config={"streams": {"source": src_name}})
+    r = Relay(unique_name("rel"), config={"streams": {"source": src_name}})
     r.goto("Running")
     timing = dao.shm(r.timing_name)
     for i in range(1, 4):
@@ -178,8 +167,8 @@ def test_timing_records_the_trigger_frame(shm_dir):
     src.delete()
 
 
-def test_exception_in_process_goes_to_error_and_recover(shm_dir):
-    c = Faulty(uname("flt"), period=1e-3, fail_at=5)
+def test_exception_in_process_goes_to_error_and_recover(stream_dir):
+    c = Faulty(unique_name("flt"), period=1e-3, fail_at=5)
     c.goto("Running")
     wait_for(lambda: c.state is State.ERROR)
     assert "deliberate failure at count 5" in c.error_reason
@@ -193,12 +182,12 @@ def test_exception_in_process_goes_to_error_and_recover(shm_dir):
     c.close()
 
 
-def test_relay_wakes_on_its_input(shm_dir):
+def test_relay_wakes_on_its_input(stream_dir):
     import dao
 
-    src_name = uname("src")
+    src_name = unique_name("src")
     src = dao.shm(src_name, np.zeros((8, 8), np.float32))
-    r = Relay(uname("rel"), config={"streams": {"source": src_name}})
+    r = Relay(unique_name("rel"), config={"streams": {"source": src_name}})
     r.goto("Running")
     sink = r.sink
     assert sink.shape == (8, 8) and sink.dtype == np.float32  # like= the input
@@ -219,13 +208,13 @@ def test_relay_wakes_on_its_input(shm_dir):
     src.delete()
 
 
-def test_missing_input_stream_is_a_clear_error(shm_dir):
-    r = Relay(uname("rel"))
+def test_missing_input_stream_is_a_clear_error(stream_dir):
+    r = Relay(unique_name("rel"))
     r.init()
     with pytest.raises(HookError, match="has no stream"):
         r.enable()
     assert r.state is State.ERROR and "streams" in r.error_reason
-    r2 = Relay(uname("rel"), config={"streams": {"source": "does_not_exist"}})
+    r2 = Relay(unique_name("rel"), config={"streams": {"source": "does_not_exist"}})
     r2.init()
     with pytest.raises(HookError):
         r2.enable()
@@ -234,7 +223,7 @@ def test_missing_input_stream_is_a_clear_error(shm_dir):
     r2.close()
 
 
-def test_config_sets_parameters_at_init_and_update(shm_dir, tmp_path):
+def test_config_sets_parameters_at_init_and_update(stream_dir, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("step = 7\nperiod = 0.002\ncustom = 'hello'\n")
 
@@ -242,7 +231,7 @@ def test_config_sets_parameters_at_init_and_update(shm_dir, tmp_path):
         def configure(self, config):
             self.custom = config["custom"]
 
-    c = Custom(uname("cfg"), config=str(cfg))
+    c = Custom(unique_name("cfg"), config=str(cfg))
     assert c.step == 1  # static configuration is loaded at Init
     c.init()
     assert c.step == 7 and c.period == 0.002 and c.custom == "hello"
@@ -253,8 +242,8 @@ def test_config_sets_parameters_at_init_and_update(shm_dir, tmp_path):
     c.close()
 
 
-def test_bad_config_at_init_goes_to_error(shm_dir):
-    c = Counter(uname("bad"), config={"step": 1.5})
+def test_bad_config_at_init_goes_to_error(stream_dir):
+    c = Counter(unique_name("bad"), config={"step": 1.5})
     with pytest.raises(HookError, match="on_init"):
         c.init()
     assert c.state is State.ERROR and "expected an int" in c.error_reason
@@ -265,10 +254,10 @@ def test_unknown_constructor_parameter():
         Counter("x", gian=0.3)
 
 
-def test_user_component_in_a_few_lines(shm_dir):
+def test_user_component_in_a_few_lines(stream_dir):
     import dao
 
-    src_name = uname("in")
+    src_name = unique_name("in")
     src = dao.shm(src_name, np.zeros(4, np.float64))
 
     class Integrator(Component):
@@ -285,7 +274,7 @@ def test_user_component_in_a_few_lines(shm_dir):
             self.acc -= self.gain * slopes
             self.command.set_data(self.acc)
 
-    comp = Integrator(uname("int"), config={"streams": {"slopes": src_name}})
+    comp = Integrator(unique_name("int"), config={"streams": {"slopes": src_name}})
     comp.goto("Running")
     src.set_data(np.ones(4))
     wait_for(lambda: comp.command.get_data()[0] == -0.5)
@@ -301,8 +290,8 @@ def test_user_component_in_a_few_lines(shm_dir):
     src.delete()
 
 
-def test_goto_from_error(shm_dir):
-    c = Counter(uname("g"), period=1e-3)
+def test_goto_from_error(stream_dir):
+    c = Counter(unique_name("g"), period=1e-3)
     c.goto("Idle")
     c.fail("test")
     assert c.goto("Running") is State.RUNNING

@@ -33,18 +33,6 @@ from dao.testing import child_environment, free_port, unique_name, wait_for
 DAO = [sys.executable, "-m", "dao.cli"]
 
 
-@pytest.fixture
-def procs():
-    """Started processes, killed at teardown whatever happened."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,32 +18,11 @@ from dao.proto import ReplyMessage
 from dao.runtime.command import CommandFailed, CommandTimeout, ComponentClient
 from dao.runtime.logbus import LogForwarder, LogSubscriber
 from dao.runtime.supervisor import Supervisor, SupervisorError
-from dao.testing import child_environment, free_port, temporary_stream_dir, wait_for
+from dao.testing import child_environment, free_port, unique_name, wait_for
 
 CLI = [sys.executable, "-m", "dao.runtime.cli"]
 
 
-@pytest.fixture
-def shm_dir():
-    with temporary_stream_dir() as d:
-        yield d
-
-
-def uname(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def procs():
-    """Started processes, killed at teardown whatever happened."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(5)
-        for f in getattr(p, "files", ()):
-            f.close()
 
 
 def dao_run(procs, cls: str, name: str, *extra: str) -> tuple[subprocess.Popen, int]:
@@ -82,10 +60,10 @@ def ctl(port, *args: str, timeout: float = 2.0) -> subprocess.CompletedProcess:
     )
 
 
-def test_dao_run_driven_by_ctl_and_client(shm_dir, procs):
+def test_dao_run_driven_by_ctl_and_client(stream_dir, procs):
     import dao
 
-    name = uname("cnt")
+    name = unique_name("cnt")
     p, port = dao_run(procs, "dao.examples:Counter", name, "--config", '{"period": 0.002}')
     # through dao ctl
     r = ctl(port, "STATE")
@@ -124,11 +102,11 @@ def test_dao_run_driven_by_ctl_and_client(shm_dir, procs):
     c.close()
 
 
-def test_exception_in_loop_goes_to_error_and_recover(shm_dir, procs):
+def test_exception_in_loop_goes_to_error_and_recover(stream_dir, procs):
     _, port = dao_run(
         procs,
         "dao.examples:Faulty",
-        uname("flt"),
+        unique_name("flt"),
         "--config",
         '{"period": 0.001, "fail_at": 10}',
         "--state",
@@ -148,7 +126,7 @@ def test_exception_in_loop_goes_to_error_and_recover(shm_dir, procs):
 
 
 def test_failing_start_state_keeps_serving_in_error(procs):
-    _, port = dao_run(procs, "dao.examples:Relay", uname("rel"), "--state", "Running")
+    _, port = dao_run(procs, "dao.examples:Relay", unique_name("rel"), "--state", "Running")
     c = ComponentClient(port)
     assert c.state() == "Error"
     assert "has no stream" in c.query("error_reason")
@@ -167,7 +145,7 @@ def test_bad_class_spec_exits_with_a_message():
 
 
 def test_garbage_gets_failure_and_component_lives(procs):
-    _, port = dao_run(procs, "dao.examples:Counter", uname("g"))
+    _, port = dao_run(procs, "dao.examples:Counter", unique_name("g"))
     c = ComponentClient(port)
     for raw in (b"\xde\xad\xbe\xef", b"\x0a\xff", os.urandom(64)):
         rep = c.request_raw(raw)
@@ -180,7 +158,7 @@ def test_garbage_gets_failure_and_component_lives(procs):
 
 
 def test_ctl_exit_codes_and_addresses(procs):
-    _, port = dao_run(procs, "dao.examples:Counter", uname("c"))
+    _, port = dao_run(procs, "dao.examples:Counter", unique_name("c"))
     for addr in (str(port), f"127.0.0.1:{port}", f"tcp://127.0.0.1:{port}"):
         assert ctl(addr, "state").stdout.strip() == "Off"
     r = ctl(port, "QUERY", "nothing")
@@ -196,7 +174,7 @@ def test_component_logs_reach_the_bus(procs):
         LogForwarder("tcp://127.0.0.1:0", "tcp://127.0.0.1:0") as fwd,
         LogSubscriber(fwd.backend) as sub,
     ):
-        name = uname("log")
+        name = unique_name("log")
         _, port = dao_run(
             procs, "dao.examples:Counter", name, "--log-bus", fwd.frontend, "--log-level", "TRACE"
         )
@@ -219,8 +197,8 @@ def write_config(tmp_path, text: str) -> Path:
     return p
 
 
-def test_supervisor_starts_reports_and_stops(shm_dir, tmp_path):
-    a, b = uname("a"), uname("b")
+def test_supervisor_starts_reports_and_stops(stream_dir, tmp_path):
+    a, b = unique_name("a"), unique_name("b")
     cfg = write_config(
         tmp_path,
         f"""
@@ -258,8 +236,8 @@ port = {free_port()}
 
 
 @pytest.mark.slow
-def test_supervisor_restarts_a_dead_process(shm_dir, tmp_path):
-    name = uname("r")
+def test_supervisor_restarts_a_dead_process(stream_dir, tmp_path):
+    name = unique_name("r")
     cfg = write_config(
         tmp_path,
         f"""
@@ -281,8 +259,8 @@ restart = true
 
 
 @pytest.mark.slow
-def test_restarts_back_off_when_a_process_keeps_dying(shm_dir):
-    name = uname("b")
+def test_restarts_back_off_when_a_process_keeps_dying(stream_dir):
+    name = unique_name("b")
     # no monitor thread: only poll() checks (and restarts), so nothing restarts the process
     # behind the test's back between two of its looks
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
@@ -334,9 +312,9 @@ def _alive(pid: int) -> bool:
     return stat[2] != "Z"
 
 
-def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
+def test_components_stop_when_their_supervisor_dies(stream_dir, tmp_path):
     """A supervisor (e.g. a notebook kernel) killed with SIGKILL leaves no orphan running."""
-    name = uname("o")
+    name = unique_name("o")
     script = tmp_path / "sup.py"
     script.write_text(
         "import sys, time\n"
@@ -364,7 +342,7 @@ def test_components_stop_when_their_supervisor_dies(shm_dir, tmp_path):
             os.kill(child, signal.SIGKILL)
 
 
-def test_components_started_from_a_thread_outlive_it(shm_dir, monkeypatch):
+def test_components_started_from_a_thread_outlive_it(stream_dir, monkeypatch):
     """Children die with their parent *thread* (PR_SET_PDEATHSIG): a component started from a
     short-lived thread (a ``wait=False`` operation) must not die when that thread ends."""
     import threading
@@ -377,7 +355,7 @@ def test_components_started_from_a_thread_outlive_it(shm_dir, monkeypatch):
         return real_popen(*args, **kw)
 
     monkeypatch.setattr(subprocess, "Popen", popen)
-    name = uname("t")
+    name = unique_name("t")
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
                                      "state": "Idle"}]})
     try:
@@ -450,14 +428,14 @@ class Reports:
         return wait_for(find, timeout=timeout, what=f"a report with {text!r}")
 
 
-def test_a_failed_restart_kills_its_process_and_tries_again(shm_dir):
+def test_a_failed_restart_kills_its_process_and_tries_again(stream_dir):
     """The restarted process cannot reach its state (its input stream is gone): it is killed,
     not left running unwatched, and the restart is tried again until it works."""
     import numpy as np
 
     import dao
 
-    src_name, name = uname("src"), uname("rl")
+    src_name, name = unique_name("src"), unique_name("rl")
     src = dao.shm(src_name, np.zeros((4, 4), np.float32))
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Relay",
                                      "state": "Idle", "restart": True,
@@ -484,8 +462,8 @@ def test_a_failed_restart_kills_its_process_and_tries_again(shm_dir):
     src.delete()
 
 
-def test_a_restart_report_says_which_parameters_did_not_come_back(shm_dir, helpers):
-    name = uname("fg")
+def test_a_restart_report_says_which_parameters_did_not_come_back(stream_dir, helpers):
+    name = unique_name("fg")
     sup = Supervisor({"component": [{"name": name, "class": "helpers:Forgetful",
                                      "state": "Idle", "restart": True, "env": helpers,
                                      "args": {"period": 0.01}}]})
@@ -498,10 +476,10 @@ def test_a_restart_report_says_which_parameters_did_not_come_back(shm_dir, helpe
         assert "parameters not restored: step=1 (was 7)" in report  # ... and what came back
 
 
-def test_the_monitor_goes_on_while_a_restart_is_under_way(shm_dir, helpers, tmp_path):
+def test_the_monitor_goes_on_while_a_restart_is_under_way(stream_dir, helpers, tmp_path):
     """A restart that takes long (its Init waits on a file) does not stop the monitor: another
     component's death is reported meanwhile."""
-    a, b = uname("a"), uname("b")
+    a, b = unique_name("a"), unique_name("b")
     gate = tmp_path / "gate"
     sup = Supervisor({"component": [
         {"name": a, "class": "helpers:Gated", "state": "Standby", "restart": True,
@@ -528,11 +506,11 @@ def test_the_monitor_goes_on_while_a_restart_is_under_way(shm_dir, helpers, tmp_
         sup.stop_all()
 
 
-def test_the_recorded_state_never_goes_back(shm_dir):
+def test_the_recorded_state_never_goes_back(stream_dir):
     """The start drives the component and records its state; the events read later (the
     component's snapshot, the state changes of the start itself, a dead process's last words)
     never take the record back to an older state."""
-    name = uname("st")
+    name = unique_name("st")
     sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
                                      "state": "Running", "args": {"period": 0.005}}]},
                      heartbeat_interval=0.3)
