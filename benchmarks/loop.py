@@ -51,9 +51,9 @@ def kernel_times(n_subap: int, repeat: int, sensor: str = "shack-hartmann"
     integ = recon.Integrator(n_act, gain=0.5)
     slopes = est.measure(img)
     return {
-        "slopes": float(np.median(timeit(lambda: est.measure(img), repeat))),
-        "mvm": float(np.median(timeit(lambda: mvm(slopes, out=err), repeat))),
-        "integrator": float(np.median(timeit(lambda: integ.step(err), repeat))),
+        "slopes": percentiles(timeit(lambda: est.measure(img), repeat), (50,))[0],
+        "mvm": percentiles(timeit(lambda: mvm(slopes, out=err), repeat), (50,))[0],
+        "integrator": percentiles(timeit(lambda: integ.step(err), repeat), (50,))[0],
     }
 
 
@@ -76,8 +76,8 @@ def pyramid_model(samples: int, repeat: int) -> None:
             np.fft.ifft2(np.fft.fft2(plane))
 
     base = timeit(direct, repeat)
-    emit(f"pyramid_model_{samples}", float(np.median(ours)) * 1e3, "ms",
-         float(np.median(base)) * 1e3, n=repeat, baseline_name="direct_model_ffts_only",
+    emit(f"pyramid_model_{samples}", percentiles(ours, (50,))[0] * 1e3, "ms",
+         percentiles(base, (50,))[0] * 1e3, n=repeat, baseline_name="direct_model_ffts_only",
          p99_ms=percentiles(ours, (99,))[0] * 1e3, fft_size=p.fft_size,
          modulation_points=p.n_modulation)
 

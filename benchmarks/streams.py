@@ -65,8 +65,8 @@ def latency(n: int, period: float, rounds: int, tag: str = "") -> None:
             emit(f"wakeup_{label}{tag}_{q}", vo, "us", vb, n=len(o[mode]), n_baseline=len(b[mode]),
                  baseline_name=f"C {label} hand-off", period_us=period * 1e6)
     # the target: spin p50 at most a fifth of the semaphore's (baseline = our semaphore p50)
-    emit(f"wakeup_spin_vs_semaphore{tag}_p50", float(np.median(o["spin"])), "us",
-         float(np.median(o["sem"])), baseline_name="dao semaphore wake-up p50")
+    emit(f"wakeup_spin_vs_semaphore{tag}_p50", percentiles(o["spin"], (50,))[0], "us",
+         percentiles(o["sem"], (50,))[0], baseline_name="dao semaphore wake-up p50")
 
 
 def throughput(repeat: int) -> None:
@@ -78,8 +78,8 @@ def throughput(repeat: int) -> None:
             ours = timeit(lambda s=s, f=frame: s.set_data(f), repeat)
             ref = timeit(lambda d=dst, f=frame: np.copyto(d, f), repeat)
             mb = frame.nbytes / 1e6
-            emit(f"set_data_{side}x{side}_float32", mb / np.median(ours), "MB/s",
-                 mb / np.median(ref), baseline_name="numpy copy of the same bytes",
+            emit(f"set_data_{side}x{side}_float32", mb / percentiles(ours, (50,))[0], "MB/s",
+                 mb / percentiles(ref, (50,))[0], baseline_name="numpy copy of the same bytes",
                  p99_us=percentiles(ours * 1e6, [99])[0], baseline_p99_us=percentiles(
                      ref * 1e6, [99])[0])
             s.delete()
