@@ -102,6 +102,13 @@ class Frames:
             return 0.0
         return float(self.time_ns[-1] - self.time_ns[0]) * 1e-9
 
+    def __iter__(self):
+        raise TypeError(
+            "a Frames batch is not a tuple: use its fields .data, .cnt0, .cnt2, .time_ns and "
+            ".lost (get_history(n, meta=True) no longer returns (frames, counters, times)), "
+            "or iterate over frames.data"
+        )
+
     def __getitem__(self, index: slice) -> Frames:
         """A sub-batch: ``frames[-10:]`` (a slice only, so the frames stay consecutive)."""
         if not isinstance(index, slice) or index.step not in (None, 1):

@@ -279,3 +279,11 @@ def test_read_new_into_a_preallocated_batch(name):
     assert r.wait_next(0.01) is False
     w.set_data(np.zeros((2, 2), np.int16))
     assert r.wait_next(1.0) is True
+
+
+def test_unpacking_a_batch_as_a_tuple_says_what_to_do(name):
+    w = dao.shm(name, np.zeros(2, np.float32), depth=4)
+    w.set_data(np.ones(2, np.float32))
+    with pytest.raises(TypeError, match=r"\.data, \.cnt0"):
+        frames, counters, times = w.get_history(meta=True)
+    assert len(w.get_history(meta=True)[-1:]) == 1
