@@ -184,6 +184,7 @@ def _check_keys(cfg: dict[str, Any]) -> None:
                 if bad:
                     raise ValueError(f"unknown key(s) {sorted(bad)} in components.{role}: "
                                      "use name and class")
+                _check_class(role, spec.get("class", default["components"][role]["class"]))
             continue
         known = bench if table == "bench" else set(default[table]) | _EXTRA_KEYS.get(table, set())
         bad = set(values) - known
@@ -201,3 +202,18 @@ def bench_arguments(cfg: dict[str, Any]) -> dict[str, Any]:
     if sensor == "pyramid":
         kw.update({k: cfg["sensor"][k] for k in _PYRAMID_BENCH_KEYS if k in cfg["sensor"]})
     return kw
+
+
+def _check_class(role: str, spec: str) -> None:
+    """Refuse a component class that cannot be imported, before anything starts."""
+    from dao.runtime.cli import load_class
+
+    try:
+        load_class(str(spec))
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(
+            f"components.{role}.class {spec!r} cannot be loaded ({exc}): give MODULE:CLASS, "
+            f"e.g. {tomllib.loads(DEFAULT_CONFIG)['components'][role]['class']!r} (the loop's "
+            "components moved from dao.loop_components to dao.loop.components)"
+        ) from exc
+

@@ -27,3 +27,8 @@ def test_every_default_key_and_the_bench_arguments_are_accepted():
                             "sensor": {"type": "pyramid", "n_modulation": 8}})
     assert cfg["bench"]["read_noise"] == 1.5 and cfg["sensor"]["n_modulation"] == 8
     assert "[bench]" in DEFAULT_CONFIG
+
+
+def test_a_component_class_that_cannot_be_loaded_is_refused_early():
+    with pytest.raises(ValueError, match=r"components.slopes.class .*dao.loop.components:Slopes"):
+        load_loop_config({"components": {"slopes": {"class": "dao.loop_components:Slopes"}}})
