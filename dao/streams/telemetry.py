@@ -277,8 +277,7 @@ class Recorder:
                 os.path.abspath(self.path)))
             os.close(fd)
             self._fits_tmp = target
-        sink = _NetCDFSink(target, self.groups) if self.format != "zarr" else \
-            _ZarrSink(target, self.groups)
+        sink = _sink(target, self.groups)
         self._t0 = time.monotonic()
         for name, s in self.groups.items():
             s.claim_semaphore()
