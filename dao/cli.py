@@ -9,6 +9,7 @@ Run ``dao --help`` for the subcommands, ``dao SUBCOMMAND --help`` for their opti
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -65,8 +66,13 @@ def _owner(path: str) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     import dao
+    from dao.streams.stream import dead_streams, shm_dir
 
-    paths = dao.list_streams(args.dir)
+    folder = os.path.abspath(args.dir or shm_dir())
+    if args.dead:
+        paths = [d.path for d in dead_streams(folder)]
+    else:
+        paths = dao.list_streams(folder)
     rows, before, streams = [], {}, {}
     for p in paths:
         try:
@@ -87,19 +93,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
         cnt = s.get_counter()
         rate = (cnt - before[p]) / dt if args.interval > 0 else None
         age = now - s.get_timestamp() if cnt else -1
-        table.append((s.name, "x".join(map(str, s.shape)), str(s.dtype), str(s.depth), str(cnt),
+        shown = s.name if os.path.dirname(p) == folder else p  # elsewhere: the full path
+        table.append((shown, "x".join(map(str, s.shape)), str(s.dtype), str(s.depth), str(cnt),
                       _fmt_age(age), _fmt_rate(rate), _fmt_span(s), _owner(p)))
         s.close()
     if not table and not rows:
-        from dao.streams.stream import shm_dir
-
-        print(f"no streams in {args.dir or shm_dir()}")
-        return 0
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    for r in [header, *table]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    for p, msg in rows:
-        print(f"{p}: {msg}")
+        print(f"no streams of dead processes (in {folder} or known elsewhere)" if args.dead
+              else f"no streams in {folder}")
+    else:
+        widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+        for r in [header, *table]:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        for p, msg in rows:
+            print(f"{p}: {msg}")
+    if not args.dead:
+        elsewhere = dead_streams(folder, outside=True)
+        if elsewhere:
+            print(f"{len(elsewhere)} stream(s) of dead processes outside {folder} (a killed "
+                  "AOLoop's /tmp/daoloop* folder, say): dao ls --dead lists them, dao rm --dead "
+                  "removes them")
     return 0
 
 
@@ -142,10 +154,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     import dao
-    from dao.streams.stream import remove_dead
+    from dao.streams.stream import RECENT_WRITE_S, dead_streams, remove_dead
 
     if not args.names and not args.dead:
         raise ValueError("give the streams to remove, or --dead")
+    if args.force and not args.dead:
+        raise ValueError("--force goes with --dead (streams given by name are removed anyway)")
     status = 0
     for name in args.names:
         try:
@@ -156,11 +170,20 @@ def cmd_rm(args: argparse.Namespace) -> int:
             print(f"dao rm: {msg}", file=sys.stderr)
             status = 1
     if args.dead:
-        removed = remove_dead(args.dir)
+        removed = remove_dead(args.dir, force=args.force)
         for what, pid in removed:
-            why = f"dead owner pid {pid}" if pid is not None else "left by a killed creation"
+            if what.endswith(os.sep):
+                why = f"an AOLoop's folder, emptied; dead owner pid {pid}"
+            else:
+                why = f"dead owner pid {pid}" if pid is not None else "left by a killed creation"
             print(f"removed {what} ({why})")
-        if not removed:
+        kept = [] if args.force else [d for d in dead_streams(args.dir)
+                                      if d.idle_s < RECENT_WRITE_S]
+        for d in kept:
+            print(f"kept {d.path}: its last dao writer (pid {d.owner}) is gone, but it was "
+                  f"written {_fmt_age(d.idle_s)} ago (by a DAO C-library process?); "
+                  "--force removes it anyway")
+        if not removed and not kept:
             print("no dead streams")
     return status
 
@@ -266,10 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("ls", help="list streams: shape, dtype, depth, counter, age, rate, owner",
                        description="List the streams of a folder. OWNER is the pid of each live "
-                       "writer, or 'dead owner pid N' when the stream's last writer died (remove "
-                       "those with dao rm --dead), or '-' (closed, or made by the DAO C "
-                       "library).")
+                       "writer, or 'dead owner pid N' when the stream's last dao writer is gone "
+                       "(remove those with dao rm --dead), or '-' (closed, or made by the DAO C "
+                       "library). A last line counts the streams of dead processes outside the "
+                       "folder (a killed AOLoop's /tmp/daoloop* folder, say): dao ls --dead "
+                       "lists them.")
     q.add_argument("--dir", help="folder to list (default $DAO_SHM_DIR or /tmp)")
+    q.add_argument("--dead", action="store_true",
+                   help="list only the streams whose last dao writer is gone and that no live "
+                   "process holds: those of the folder and, with their full paths, those of "
+                   "yours elsewhere known from dao's owner files (what dao rm --dead removes)")
     q.add_argument("--interval", type=float, default=0.2,
                    help="seconds over which rates are measured (0: no rate)")
     q.set_defaults(func=cmd_ls)
@@ -282,15 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "processes",
                        description="Delete streams: each file (only *.im.shm files with a "
                        "stream header), its semaphores (/dev/shm/sem.<base>_semNN) and dao's "
-                       "owner, claim and labels files. With --dead, delete what processes that "
-                       "died (SIGKILL, a crash) left: the streams of the folder whose last "
-                       "writer died and that no live process uses, and, anywhere, the "
-                       "semaphores and lock files of streams whose file is gone and whose "
-                       "writer died.")
+                       "owner, claim and labels files. With --dead, delete what dead processes "
+                       "left: the streams whose last dao writer is gone and that no live "
+                       "process uses (those of the folder, and yours elsewhere known from "
+                       "dao's owner files, such as a killed AOLoop's /tmp/daoloop* folder, "
+                       "removed too once empty); and, anywhere, the semaphores and lock files "
+                       "of streams whose file is gone and whose writer died. 'Dead' means the "
+                       "last process that created or reused the stream through dao is gone, "
+                       "however it ended: a crash, SIGKILL, or a normal exit. Processes of the "
+                       "DAO C library and readers without a claimed semaphore are not seen, so "
+                       "a dead-owned stream written in the last 10 s is kept unless --force.")
     q.add_argument("names", nargs="*", metavar="NAME")
     q.add_argument("--dead", action="store_true",
-                   help="remove the streams whose owner (last writer) died, with their "
-                   "semaphores and lock files")
+                   help="remove the streams whose last dao writer is gone (see above), with "
+                   "their semaphores and lock files")
+    q.add_argument("--force", action="store_true",
+                   help="with --dead: also remove dead-owned streams written in the last 10 s")
     q.add_argument("--dir", help="folder for --dead (default $DAO_SHM_DIR or /tmp)")
     q.set_defaults(func=cmd_rm)
 

@@ -25,8 +25,6 @@
 
 /* Copies of at least this many bytes run without the GIL. */
 #define NOGIL_BYTES (64 * 1024)
-/* Waits are cut in slices of this length to check for signals and a replaced file. */
-#define SLICE_NS 100000000LL
 /* Default time a slot's write flag may stay set, with every counter still, before a read
  * decides that its writer died in the middle of the frame. */
 #define STUCK_NS 1000000000LL
@@ -654,59 +652,6 @@ static int wait_goes_on(StreamObject *self, int64_t deadline) {
     return 1;
 }
 
-static PyObject *stream_wait(StreamObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"semnb", "timeout", NULL};
-    int semnb = 0;
-    PyObject *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|iO", kwlist, &semnb, &tobj)) return NULL;
-    int64_t timeout;
-    if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
-    int64_t deadline = deadline_of(timeout);
-    for (;;) {
-        int64_t slice = next_slice(deadline, SLICE_NS);
-        int r;
-        if (stream_enter(self)) return NULL;
-        Py_BEGIN_ALLOW_THREADS
-        r = dao_wait_sem(&self->s, semnb, slice);
-        Py_END_ALLOW_THREADS
-        stream_leave(self);
-        if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
-        if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
-        int go = wait_goes_on(self, deadline);
-        if (go < 0) return NULL;
-        if (!go) return PyLong_FromLong(DAO_TIMEOUT);
-    }
-}
-
-static PyObject *stream_wait_counter(StreamObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"seen", "timeout", "spin", "semnb", NULL};
-    unsigned long long seen;
-    PyObject *tobj = Py_None;
-    double spin = 0.01;
-    int semnb = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "K|Odi", kwlist, &seen, &tobj, &spin, &semnb))
-        return NULL;
-    int64_t timeout;
-    if (check_open(self) || check_sem(semnb) || parse_timeout(tobj, &timeout)) return NULL;
-    int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0;
-    int64_t deadline = deadline_of(timeout);
-    for (;;) {
-        int64_t slice = next_slice(deadline, SLICE_NS + spin_ns);
-        int r;
-        if (stream_enter(self)) return NULL;
-        Py_BEGIN_ALLOW_THREADS
-        r = dao_wait_counter(&self->s, seen, spin_ns, semnb, slice);
-        Py_END_ALLOW_THREADS
-        stream_leave(self);
-        if (r == DAO_SUCCESS) return PyLong_FromLong(DAO_SUCCESS);
-        if (r == DAO_ERROR) return raise_code(-1, "waiting on a semaphore failed");
-        spin_ns = 0; /* spin once, at entry */
-        int go = wait_goes_on(self, deadline);
-        if (go < 0) return NULL;
-        if (!go) return PyLong_FromLong(DAO_TIMEOUT);
-    }
-}
-
 static PyObject *stream_wait_new(StreamObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"seen", "timeout", "spin", "semnb", NULL};
     PyObject *seen_obj = Py_None, *tobj = Py_None;
@@ -725,7 +670,8 @@ static PyObject *stream_wait_new(StreamObject *self, PyObject *args, PyObject *k
     int64_t spin_ns = spin > 0 ? (int64_t)(spin * 1e9) : 0;
     int64_t deadline = deadline_of(timeout);
     for (;;) {
-        int64_t slice = next_slice(deadline, SLICE_NS + spin_ns);
+        /* Back here after each slice: signals (Ctrl-C), close() and a replaced file. */
+        int64_t slice = next_slice(deadline, DAO_WAIT_SLICE_NS + spin_ns);
         int r;
         if (stream_enter(self)) return NULL;
         Py_BEGIN_ALLOW_THREADS
@@ -919,15 +865,10 @@ static PyMethodDef stream_methods[] = {
      "read(out, slot=-1) -> cnt0: torn-free copy of a slot (newest if -1) into out."},
     {"read_new", (PyCFunction)stream_read_new, METH_VARARGS,
      "read_new(out, tail_slot, tail_cnt, counters, ids, times, partial=True) -> n (-1: lapped)."},
-    {"wait", (PyCFunction)(void (*)(void))stream_wait, METH_VARARGS | METH_KEYWORDS,
-     "wait(semnb=0, timeout=None) -> status: wait on a semaphore without the GIL."},
-    {"wait_counter", (PyCFunction)(void (*)(void))stream_wait_counter,
-     METH_VARARGS | METH_KEYWORDS,
-     "wait_counter(seen, timeout=None, spin=0.01, semnb=0) -> status: spin until the counter "
-     "moves, then fall back to the semaphore."},
     {"wait_new", (PyCFunction)(void (*)(void))stream_wait_new, METH_VARARGS | METH_KEYWORDS,
-     "wait_new(seen=None, timeout=None, spin=0.0, semnb=0) -> status: wait for a frame whose "
-     "counter differs from seen (None: any post of the semaphore), consuming stale posts."},
+     "wait_new(seen=None, timeout=None, spin=0.0, semnb=0) -> status: wait, without the GIL, "
+     "for a frame whose counter differs from seen (busy-spinning `spin` seconds first, then "
+     "on the semaphore, consuming stale posts); seen None: any post of the semaphore."},
     {"begin_write", (PyCFunction)stream_begin_write, METH_NOARGS, "Open a write of the next slot."},
     {"abort_write", (PyCFunction)stream_abort_write, METH_NOARGS, "Drop an open write."},
     {"finalize", (PyCFunction)(void (*)(void))stream_finalize, METH_VARARGS | METH_KEYWORDS,

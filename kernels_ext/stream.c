@@ -210,9 +210,12 @@ int dao_create(dao_stream_t *s, const char *path, int naxis, const uint32_t *siz
     int fd = mkstemp(tmp);
     if (fd < 0) return fail(errbuf, -1, "cannot create %s: %s", path, strerror(errno));
     /* Reserve every byte now: a full filesystem (a small tmpfs, say) fails here with ENOSPC,
-     * not later with a SIGBUS in whichever process first touches a missing page. */
+     * not later with a SIGBUS in whichever process first touches a missing page. The quick
+     * check first, for a clear message before a huge allocation; it is skipped where the
+     * filesystem reports no size (f_blocks 0: an unlimited tmpfs, some FUSE), where
+     * posix_fallocate still catches a full filesystem. */
     struct statvfs vfs;
-    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize) {
+    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize && vfs.f_blocks > 0) {
         unsigned long long avail =
             (unsigned long long)(geteuid() == 0 ? vfs.f_bfree : vfs.f_bavail);
         if (avail < (unsigned long long)total / vfs.f_frsize + 1) {
@@ -492,7 +495,9 @@ int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t stuck_ns, uint3
              uint64_t *cnt0_out, uint64_t *cnt2_out, int64_t *atime_out) {
     int64_t since = 0, first = 0;
     uint64_t last_c0 = 0, last_newest = 0;
-    int64_t give_up = stuck_ns * 10 > 1000000000LL ? stuck_ns * 10 : 1000000000LL;
+    /* Ten times stuck_ns, at least 1 s; clamped, since stuck_ns * 10 overflows past ~29 years. */
+    int64_t give_up = stuck_ns > INT64_MAX / 10 ? INT64_MAX : stuck_ns * 10;
+    if (give_up < 1000000000LL) give_up = 1000000000LL;
     for (unsigned tries = 0;; tries++) {
         uint32_t idx = slot < 0 ? dao_newest(s) : (uint32_t)slot % s->depth;
         const dao_meta_t *m = &s->meta[idx];
@@ -568,18 +573,6 @@ static int sem_wait_slice(sem_t *sem, int64_t timeout_ns) {
     return errno == ETIMEDOUT ? DAO_TIMEOUT : DAO_ERROR;
 }
 
-int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns) {
-    int64_t end = mono_ns() + (timeout_ns > 0 ? timeout_ns : 0);
-    for (;;) {
-        if (cancelled(s)) return DAO_INTERRUPTED;
-        int64_t left = end - mono_ns();
-        if (left < 0) left = 0;
-        int r = sem_wait_slice(s->sem[semnb], left < DAO_WAIT_SLICE_NS ? left : DAO_WAIT_SLICE_NS);
-        if (r != DAO_TIMEOUT) return r;
-        if (left <= DAO_WAIT_SLICE_NS) return cancelled(s) ? DAO_INTERRUPTED : DAO_TIMEOUT;
-    }
-}
-
 int dao_wait_new(dao_stream_t *s, uint64_t seen, int has_seen, int64_t spin_ns, int semnb,
                  int64_t timeout_ns) {
     int64_t start = mono_ns(), t = start;
@@ -606,30 +599,6 @@ int dao_wait_new(dao_stream_t *s, uint64_t seen, int has_seen, int64_t spin_ns, 
          * wait goes on. The counter is checked after every slice too, in case another reader
          * sharing this semaphore took the post. */
         if (has_seen && dao_counter(s) != seen) return DAO_SUCCESS;
-        t = mono_ns();
-    }
-}
-
-int dao_wait_counter(dao_stream_t *s, uint64_t seen, int64_t spin_ns, int semnb,
-                     int64_t timeout_ns) {
-    int64_t start = mono_ns(), t = start;
-    for (unsigned it = 1;; it++) {
-        if (dao_counter(s) != seen) return DAO_SUCCESS;
-        if ((it & 255) == 0) {
-            if (cancelled(s)) return DAO_INTERRUPTED;
-            t = mono_ns();
-            if (t - start >= spin_ns || t - start >= timeout_ns) break;
-        }
-        CPU_RELAX();
-    }
-    /* Past the spin budget: sleep on the semaphore in short slices, checking the counter. */
-    for (;;) {
-        if (dao_counter(s) != seen) return DAO_SUCCESS;
-        if (cancelled(s)) return DAO_INTERRUPTED;
-        int64_t left = timeout_ns - (t - start);
-        if (left <= 0) return DAO_TIMEOUT;
-        if (sem_wait_slice(s->sem[semnb], left < 1000000 ? left : 1000000) == DAO_ERROR)
-            return DAO_ERROR;
         t = mono_ns();
     }
 }

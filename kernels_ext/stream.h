@@ -29,7 +29,9 @@ enum {
     DAO_INTERRUPTED = -4, /* ours: the stream is being closed (dao_cancel) */
 };
 
-/* Longest sleep of one semaphore wait before the waiter checks dao_cancel again (ns). */
+/* Longest sleep of one semaphore wait before the waiter checks dao_cancel and the counter
+ * again (ns); the Python binding also returns to the interpreter (signals, a replaced file)
+ * after each wait of this length. */
 #define DAO_WAIT_SLICE_NS 10000000LL
 
 typedef struct {
@@ -160,29 +162,22 @@ void dao_finalize(dao_stream_t *s, int64_t cnt2, int64_t atime_ns);
  * slot and its counter still go to slot_out and cnt0.
  * Returns DAO_SUCCESS; DAO_NOTREADY when the slot's write flag stayed set for stuck_ns while
  * its counter and the stream's newest counter did not move (its writer died mid-frame);
- * DAO_OVERWRITE when every copy tore for 10 * stuck_ns (at least 1 s) while the writer kept
+ * DAO_OVERWRITE when every copy tore for 10 * stuck_ns (at least 1 s; any stuck_ns up to
+ * INT64_MAX is valid, the product is clamped) while the writer kept
  * writing (frames rewritten faster than they can be copied); DAO_INTERRUPTED (dao_cancel).
  * stuck_ns <= 0 makes a quick try: DAO_NOTREADY after a short spin. */
 int dao_read(const dao_stream_t *s, int slot, void *dst, int64_t stuck_ns, uint32_t *slot_out,
              uint64_t *cnt0, uint64_t *cnt2, int64_t *atime_ns);
 
-/* Wait on semaphore semnb for at most timeout_ns (>= 0), in slices of DAO_WAIT_SLICE_NS.
- * Returns DAO_SUCCESS, DAO_TIMEOUT, DAO_INTERRUPTED (dao_cancel) or DAO_ERROR (errno). */
-int dao_wait_sem(dao_stream_t *s, int semnb, int64_t timeout_ns);
-
-/* Wait until the newest counter differs from `seen`: busy-spin for spin_ns, then wait on
- * semaphore semnb in short slices. Returns DAO_SUCCESS, DAO_TIMEOUT (after timeout_ns) or
- * DAO_INTERRUPTED (dao_cancel). */
-int dao_wait_counter(dao_stream_t *s, uint64_t seen, int64_t spin_ns, int semnb,
-                     int64_t timeout_ns);
-
-/* Wait for a frame newer than the one a reader last returned (counter `seen`).
+/* The one wait of the core: for a frame newer than the one a reader last returned (counter
+ * `seen`), or, without has_seen, for any post of semaphore semnb.
  * With has_seen, return as soon as the newest counter differs from seen: at once if it
  * already does, else after a busy-spin of spin_ns or a post of semaphore semnb; a post that
  * brings no new frame (a stale post, made while the reader was copying) is consumed and the
- * wait goes on. Without has_seen (the reader returned nothing yet), any post will do, as in
- * the Durham library. Returns DAO_SUCCESS, DAO_TIMEOUT (after timeout_ns), DAO_INTERRUPTED or
- * DAO_ERROR. */
+ * wait goes on; the counter is checked again every DAO_WAIT_SLICE_NS (a reader sharing the
+ * semaphore may take the post). Without has_seen (the reader returned nothing yet), any post
+ * will do, as in the Durham library. Returns DAO_SUCCESS, DAO_TIMEOUT (after timeout_ns),
+ * DAO_INTERRUPTED (dao_cancel) or DAO_ERROR (errno). */
 int dao_wait_new(dao_stream_t *s, uint64_t seen, int has_seen, int64_t spin_ns, int semnb,
                  int64_t timeout_ns);
 

@@ -86,3 +86,15 @@ def test_demo_runs_and_reports(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "semaphore" in res.stdout and "spin" in res.stdout and "p99" in res.stdout
     assert " 0 torn" in res.stdout
+
+
+def test_ls_dead_lists_only_dead_streams_and_rm_force_needs_dead(name):
+    s = dao.shm(name, np.zeros(2, np.int32))  # live: this process writes it
+    res = run("ls", "--dead", "--interval", "0")
+    assert res.returncode == 0, res.stderr
+    assert name not in res.stdout
+    res = run("ls", "--interval", "0")
+    assert res.returncode == 0 and name in res.stdout
+    res = run("rm", "--force", name)
+    assert res.returncode == 1 and "--force goes with --dead" in res.stderr
+    assert os.path.exists(s.path)  # nothing removed

@@ -9,7 +9,6 @@ errors. The hot paths run in the C core :mod:`dao._shm` with the GIL released wh
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import itertools
@@ -17,8 +16,8 @@ import math
 import os
 import stat
 import time
-import uuid
 import warnings
+import weakref
 from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
@@ -35,6 +34,13 @@ from dao.errors import (
     StreamNotFoundError,
     StreamTimeout,
 )
+from dao.streams._files import (
+    RefusedFile,
+    open_checked,
+    open_private,
+    read_private,
+    write_private,
+)
 from dao.streams._layout import DTYPE_OF, KW_DTYPE, META_DTYPE, META_SIZE, atype_of
 from dao.streams.frames import Frame, FrameInfo, Frames
 
@@ -48,6 +54,8 @@ __all__ = [
     "list_streams",
     "remove",
     "remove_dead",
+    "dead_streams",
+    "DeadStream",
     "stream_holders",
     "StreamHolders",
     "combine",
@@ -105,104 +113,20 @@ def _claim_file(base: str, index: int) -> str:
     return os.path.join(SEM_DIR, f"dao.{base}.sem{index:02d}.lock")
 
 
-# -- files beside a stream: owner, claims, labels ---------------------------------------------
-# They live in shared folders (/dev/shm, /tmp) where anyone may plant a file or a symbolic
-# link under the names dao uses. So they are created with O_EXCL (a new file of ours, mode
-# 0600) or opened with O_NOFOLLOW, and used only if they are regular files of this user.
+# -- files beside a stream: owner, claims, labels (see dao.streams._files) --------------------
 
 
-def _untrusted(path: str, st: os.stat_result, other_uid: int | None = None) -> str | None:
-    """Why the file ``path`` (with ``st`` from fstat) must not be used, or None."""
-    if not stat.S_ISREG(st.st_mode):
-        return f"{path} is not a regular file"
-    if st.st_uid != os.getuid() and st.st_uid != other_uid:
-        return (f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): another "
-                "user made it, so dao does not trust it")
-    return None
-
-
-def _open_private(path: str, create: bool = True) -> int:
-    """Open (creating it with mode 0600 if missing) a file of ours in a shared folder.
-
-    Never follows a symbolic link and never uses another user's file.
-
-    Raises
-    ------
-    StreamError
-        ``path`` is a symbolic link, not a regular file, or another user's.
-    OSError
-        The file cannot be opened (e.g. no permission on the folder).
-    """
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = -1
-    if create:
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-    if fd < 0:
-        try:
-            fd = os.open(path, flags)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise StreamError(
-                    f"{path} is a symbolic link, which dao never follows in a shared folder: "
-                    "remove it (someone may have planted it)"
-                ) from None
-            raise
-    why = _untrusted(path, os.fstat(fd))
-    if why:
-        os.close(fd)
-        raise StreamError(f"{why}: remove it (as its owner or root), or use another stream name")
-    return fd
-
-
-def write_private(path: str, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` atomically: a new temporary file (``O_EXCL``, ``mode``) in the
-    same folder, renamed over ``path``. Never follows a symbolic link planted at either name."""
-    folder, name = os.path.split(path)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         mode)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise StreamError(f"cannot make a temporary file in {folder}")
+def _stream_uid(path: str) -> int | None:
+    """Owner of the stream file at ``path`` (without following a link), or None."""
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)  # replaces a planted link itself, never what it points to
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def read_private(path: str, other_uid: int | None = None, max_bytes: int = 1 << 24) -> str | None:
-    """Content of a file written with :func:`write_private`: None if it is absent, a symbolic
-    link, not a regular file, or owned by another user than this one (or ``other_uid``, e.g.
-    the owner of a group-shared stream), or larger than ``max_bytes``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        return os.lstat(path).st_uid
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if _untrusted(path, st, other_uid) or st.st_size > max_bytes:
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
-    finally:
-        os.close(fd)
 
 
-def _read_owner(base: str) -> tuple[str, int | None] | None:
+def _read_owner(base: str, other_uid: int | None = None) -> tuple[str, int | None] | None:
     """(stream path, pid of its last writer) from the owner file of ``base``, or None."""
-    text = read_private(_owner_file(base))
+    text = read_private(_owner_file(base), other_uid)
     if not text:
         return None
     lines = text.splitlines()
@@ -212,10 +136,12 @@ def _read_owner(base: str) -> tuple[str, int | None] | None:
 
 def _open_owner(path: str) -> int | None:
     """Open (or create, mode 0600) the owner file of the stream at ``path``, before creating
-    the stream. None when it cannot be used (no /dev/shm, say: it is only a guard, never a
-    reason to fail); StreamError when it is a symbolic link or another user's file."""
+    the stream. An owner file of the user who owns the stream file there (another member of
+    the group of a ``group=True`` stream) is trusted. None when it cannot be used (no
+    /dev/shm, or the owner file of another user's stream is not writable: it is only a guard,
+    never a reason to fail); StreamError when it is a symbolic link or a stranger's file."""
     try:
-        fd = _open_private(_owner_file(_base(path)))
+        fd = open_private(_owner_file(_base(path)), other_uid=_stream_uid(path))
     except StreamError:
         raise
     except OSError:
@@ -262,14 +188,11 @@ def _claims(base: str) -> dict[int, int]:
     """Semaphore indexes of ``base`` claimed by live processes, as ``{index: pid}``."""
     out = {}
     for i in range(_shm.NSEM):
-        path = _claim_file(base, i)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
+            fd, _ = open_checked(_claim_file(base, i))
+        except (OSError, StreamError):
             continue
         try:
-            if _untrusted(path, os.fstat(fd)):
-                continue
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
         except BlockingIOError:
@@ -322,13 +245,14 @@ def stream_holders(name: str | os.PathLike) -> StreamHolders:
     """
     path = stream_path(name)
     base = _base(path)
-    rec = _read_owner(base)
+    uid = _stream_uid(path)
+    rec = _read_owner(base, uid)
     owner, writers = None, ()
     if rec is not None and rec[0] == path:
         owner = rec[1]
         try:
-            fd = os.open(_owner_file(base), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
+            fd, _ = open_checked(_owner_file(base), other_uid=uid)
+        except (OSError, StreamError):
             fd = -1
         if fd >= 0:
             try:
@@ -366,6 +290,31 @@ def list_streams(directory: str | os.PathLike | None = None) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(folder), "*" + SUFFIX)))
 
 
+def _read_headers(path: str) -> tuple[bytes, bytes]:
+    """The header of slot 0 of the file at ``path`` and that of its newest slot (the same if
+    slot 0 is the newest or the index is invalid; either is short if the file is truncated),
+    read without following a link.
+
+    Raises
+    ------
+    RefusedFile
+        ``path`` is a symbolic link or not a regular file.
+    OSError
+        It cannot be read (``FileNotFoundError`` if it is missing).
+    """
+    fd, _ = open_checked(path, any_owner=True)
+    try:
+        head = newest = os.pread(fd, META_SIZE, 0)
+        if len(head) == META_SIZE:
+            m = np.frombuffer(head, META_DTYPE, count=1)[0]
+            i = int(m["fifo_last_written"])
+            if 0 < i < int(m["fifo_size"]):
+                newest = os.pread(fd, META_SIZE, i * META_SIZE)
+        return head, newest
+    finally:
+        os.close(fd)
+
+
 def _check_is_stream(path: str) -> None:
     """Raise unless ``path`` is a stream file: a regular ``*.im.shm`` file (not a link) whose
     header parses (a NUL-terminated name, 1 to 3 axes of nonzero length, a DAO type code).
@@ -376,40 +325,50 @@ def _check_is_stream(path: str) -> None:
             "only; delete other files yourself"
         )
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        head, _ = _read_headers(path)
     except FileNotFoundError:
         raise StreamNotFoundError(2, f"no stream at {path}: nothing to remove") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
+    except RefusedFile as e:
+        if e.link:
             raise NotAStreamError(
                 f"{path} is a symbolic link, not a stream: dao does not remove links or what "
                 "they point to; delete it yourself if you are sure"
             ) from None
-        raise
-    try:
-        st = os.fstat(fd)
-        head = os.read(fd, META_SIZE) if stat.S_ISREG(st.st_mode) else b""
-    finally:
-        os.close(fd)
-    why = None
-    if not stat.S_ISREG(st.st_mode):
         why = "not a regular file"
-    elif len(head) < META_SIZE:
-        why = f"{len(head)} bytes, less than one {META_SIZE}-byte header"
     else:
-        m = np.frombuffer(head, META_DTYPE, count=1)[0]
-        naxis, size = int(m["naxis"]), [int(v) for v in m["size"]]
-        if b"\0" not in bytes(head[:80]):
-            why = "its name field is not NUL-terminated"
-        elif not 1 <= naxis <= 3 or int(m["atype"]) not in DTYPE_OF:
-            why = "its header has no valid axis count or data type"
-        elif 0 in size[:naxis] or any(size[naxis:]):
-            why = "its header holds no valid shape"
+        why = None
+        if len(head) < META_SIZE:
+            why = f"{len(head)} bytes, less than one {META_SIZE}-byte header"
+        else:
+            m = np.frombuffer(head, META_DTYPE, count=1)[0]
+            naxis, size = int(m["naxis"]), [int(v) for v in m["size"]]
+            if b"\0" not in bytes(head[:80]):
+                why = "its name field is not NUL-terminated"
+            elif not 1 <= naxis <= 3 or int(m["atype"]) not in DTYPE_OF:
+                why = "its header has no valid axis count or data type"
+            elif 0 in size[:naxis] or any(size[naxis:]):
+                why = "its header holds no valid shape"
     if why:
         raise NotAStreamError(
             f"{path} is not a DAO stream ({why}): dao removes streams only; delete it yourself "
             "if you are sure"
         )
+
+
+def _last_written_ns(path: str) -> int:
+    """When the stream at ``path`` was last written: its newest frame's time, or its creation
+    time if later (no frame yet), in ns since the epoch; 0 if the header cannot be read."""
+    try:
+        head, newest = _read_headers(path)
+    except (OSError, StreamError):
+        return 0
+    if len(head) < META_SIZE:
+        return 0
+    created = float(np.frombuffer(head, META_DTYPE, count=1)[0]["creation_time"])
+    t = int(created * 1e9) if math.isfinite(created) and 0 < created < 1e11 else 0
+    if len(newest) == META_SIZE:
+        t = max(t, int(np.frombuffer(newest, META_DTYPE, count=1)[0]["atime_ns"]))
+    return t
 
 
 def remove(name: str | os.PathLike) -> None:
@@ -447,15 +406,120 @@ def _remove_semaphores(base: str) -> None:
     _shm.unlink_semaphores(base)
     for f in [_owner_file(base), *(_claim_file(base, i) for i in range(_shm.NSEM))]:
         with contextlib.suppress(OSError):
-            if not _untrusted(f, os.lstat(f)):
+            st = os.lstat(f)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
                 os.unlink(f)
 
 
-def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, int | None]]:
-    """Remove what processes that died (SIGKILL, a crash) left behind.
+#: Seconds since its last write under which :func:`remove_dead` keeps a dead-owned stream.
+RECENT_WRITE_S = 10.0
+#: Name prefix of the private stream folders of :class:`dao.loop.AOLoop`.
+LOOP_FOLDER_PREFIX = "daoloop"
 
-    - the streams of ``directory`` whose last writer died and that no live process writes or
-      reads (on a claimed semaphore), with their semaphores, owner, claim and labels files;
+
+class DeadStream(NamedTuple):
+    """A stream whose last dao writer is gone: see :func:`dead_streams`."""
+
+    path: str
+    """Full path of the stream file."""
+    owner: int
+    """pid of its last writer (dead)."""
+    idle_s: float
+    """Seconds since its newest frame was written (or it was created, if later)."""
+
+
+def dead_streams(
+    directory: str | os.PathLike | None = None, *, outside: bool = False
+) -> list[DeadStream]:
+    """The streams whose last dao writer is gone and that no live process holds.
+
+    "Dead" means: the process that last created or reused the stream as a writer (recorded
+    in dao's owner file) is gone, however it ended (a crash, SIGKILL, or a normal exit), and
+    no live process writes it through dao or reads it on a claimed semaphore. Processes of
+    the DAO C library and readers without a claim are not seen: look at ``idle_s`` (a stream
+    still written has a small one).
+
+    Parameters
+    ----------
+    directory : str, optional
+        Folder of streams to look at; default ``$DAO_SHM_DIR`` (``/tmp``). Streams of this
+        user elsewhere are found through dao's owner files (``/dev/shm/dao.<base>.owner``):
+        those of a killed :class:`dao.loop.AOLoop`, say, in its private ``/tmp/daoloop*``
+        folder.
+    outside : bool
+        Only the streams outside ``directory``.
+
+    Returns
+    -------
+    list of DeadStream
+        Those of ``directory`` first (sorted), then the others.
+    """
+    folder = os.path.abspath(os.fspath(directory) if directory is not None else shm_dir())
+    paths = [] if outside else list_streams(folder)
+    inside = set(paths)
+    for owner_file in sorted(glob.glob(os.path.join(glob.escape(SEM_DIR), "dao.*.owner"))):
+        rec = _read_owner(os.path.basename(owner_file)[len("dao."): -len(".owner")])
+        if rec is None or not rec[0] or rec[0] in inside:
+            continue
+        p = rec[0]
+        with contextlib.suppress(OSError):
+            st = os.lstat(p)
+            if (os.path.dirname(p) != folder and p.endswith(SUFFIX) and stat.S_ISREG(st.st_mode)
+                    and st.st_uid == os.getuid()):
+                paths.append(p)
+                inside.add(p)
+    out = []
+    now = time.time_ns()
+    for p in paths:
+        try:
+            h = stream_holders(p)
+        except (ValueError, OSError):
+            continue
+        if h.dead_owner and not h.others():
+            last = _last_written_ns(p)
+            out.append(DeadStream(p, h.owner, (now - last) * 1e-9 if last else math.inf))
+    return out
+
+
+def _remove_loop_folder(folder: str) -> bool:
+    """Remove ``folder`` if it is the private folder of an AOLoop (``daoloop*``, this user's)
+    that holds nothing but what a loop leaves besides its streams: ``calibration.npz``, and
+    temporary or labels files of streams (``*.im.shm.*``). True if it was removed."""
+    if not os.path.basename(folder).startswith(LOOP_FOLDER_PREFIX):
+        return False
+    try:
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            return False
+        files = []
+        for entry in os.listdir(folder):
+            p = os.path.join(folder, entry)
+            st = os.lstat(p)
+            known = entry == "calibration.npz" or (SUFFIX + "." in entry)
+            if not known or not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                return False  # a stream, or a file dao did not make: the folder stays
+            files.append(p)
+        for p in files:
+            os.unlink(p)
+        os.rmdir(folder)  # fails if anything came meanwhile
+    except OSError:
+        return False
+    return True
+
+
+def remove_dead(
+    directory: str | os.PathLike | None = None, *, force: bool = False
+) -> list[tuple[str, int | None]]:
+    """Remove what processes that died (SIGKILL, a crash) or exited left behind.
+
+    - the streams of :func:`dead_streams`: those of ``directory``, and those of this user
+      elsewhere known from dao's owner files (a killed AOLoop's ``daoloop*`` folder, say)
+      whose last dao writer is gone (a normal exit counts too) and that no live process
+      writes or reads (on a claimed semaphore), with their semaphores, owner, claim and labels
+      files; unless ``force``, those written (or created) in the last
+      :data:`RECENT_WRITE_S` seconds stay, since a DAO C-library process may write them;
+    - an AOLoop's private folder (``daoloop*``) that this left empty but for its
+      ``calibration.npz`` and temporary or labels files of streams;
     - anywhere, the semaphores, owner and claim files of this user whose stream file is gone
       and whose last writer died;
     - in ``directory``, temporary files of stream creations that were killed
@@ -467,12 +531,15 @@ def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, i
     ----------
     directory : str, optional
         Folder of the streams; default ``$DAO_SHM_DIR`` (``/tmp``).
+    force : bool
+        Remove dead-owned streams even if they were written lately.
 
     Returns
     -------
     list of (str, int or None)
-        What was removed: a stream path, ``<semaphores of BASE>`` or a temporary file, with
-        the dead owner's pid (None for a temporary file).
+        What was removed: a stream path, a folder (its path ends with ``/``),
+        ``<semaphores of BASE>`` or a temporary file, with the dead owner's pid (None for a
+        temporary file).
     """
     removed: list[tuple[str, int | None]] = []
     folder = os.fspath(directory) if directory is not None else shm_dir()
@@ -483,17 +550,17 @@ def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, i
                     and time.time() - st.st_mtime > 600):
                 os.unlink(p)
                 removed.append((p, None))
-    for p in list_streams(directory):
-        try:
-            h = stream_holders(p)
-        except (ValueError, OSError):
+    for d in dead_streams(folder):
+        if d.idle_s < RECENT_WRITE_S and not force:
             continue
-        if h.dead_owner and not h.others():
-            try:
-                remove(p)
-            except (StreamError, OSError):
-                continue
-            removed.append((p, h.owner))
+        try:
+            remove(d.path)
+        except (StreamError, OSError):
+            continue
+        removed.append((d.path, d.owner))
+        loop = os.path.dirname(d.path)
+        if _remove_loop_folder(loop):
+            removed.append((loop + os.sep, d.owner))
     for owner in glob.glob(os.path.join(glob.escape(SEM_DIR), "dao.*.owner")):
         base = os.path.basename(owner)[len("dao."): -len(".owner")]
         rec = _read_owner(base)
@@ -507,6 +574,14 @@ def remove_dead(directory: str | os.PathLike | None = None) -> list[tuple[str, i
             _remove_semaphores(base)
             removed.append((f"<semaphores of {base}>", h.owner))
     return removed
+
+
+def _close_fds(fds: dict[str, int]) -> None:
+    """Close the descriptors a :class:`shm` holds besides its mapping (by :meth:`shm.close`,
+    or by its finalizer when it is dropped unclosed)."""
+    while fds:
+        with contextlib.suppress(OSError):
+            os.close(fds.popitem()[1])
 
 
 def combine(sources: Sequence[shm | str], destination: shm | str) -> None:
@@ -724,8 +799,13 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         replace: bool = False,
     ):
         self._s = None
-        self._claim: tuple[int, int] | None = None
-        self._owner_fd: int | None = None
+        self._claim: int | None = None  # semaphore index claimed by this reader
+        self._sem = 0  # semaphore waited on by default: the claimed one, else 0
+        # descriptors held besides the mapping: "owner" (this writer's liveness lock on the
+        # owner file) and "claim" (the claim file's flock). Dropping the object without
+        # close() releases them too, so a stream re-created in a notebook cell is not "busy".
+        self._fds: dict[str, int] = {}
+        weakref.finalize(self, _close_fds, self._fds)
         self._seen: int | None = None  # cnt0 of the last frame get_data returned
         self.spin_time = SPIN_TIME
         p = stream_path(path)
@@ -802,7 +882,8 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                 )
                 if same:
                     self._s = old
-                    self._owner_fd, owner = _record_owner(owner, p), None
+                    self._hold("owner", _record_owner(owner, p))
+                    owner = None
                     return True
                 old.close()
             if not replace and os.path.lexists(p):
@@ -817,7 +898,8 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             self._s = _shm.create(
                 p, arr.shape, atype, depth=depth, nbkw=int(nbkw), mode=0o660 if group else 0o600
             )
-            self._owner_fd, owner = _record_owner(owner, p), None
+            self._hold("owner", _record_owner(owner, p))
+            owner = None
             return False
         finally:
             if owner is not None:  # not recorded: creation failed
@@ -825,6 +907,12 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
                     if os.fstat(owner).st_size == 0:  # a file this call made: no trace left
                         os.unlink(_owner_file(_base(p)))
                 os.close(owner)
+
+    def _hold(self, what: str, fd: int | None) -> None:
+        """Keep descriptor ``fd`` (if any) until :meth:`close`, or until this object is
+        dropped."""
+        if fd is not None:
+            self._fds[what] = fd
 
     @staticmethod
     def _geometry(s) -> tuple[tuple[int, ...], np.dtype]:
@@ -884,7 +972,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
     @property
     def semaphore(self) -> int | None:
         """Semaphore index claimed by this reader with :meth:`claim_semaphore`, or None."""
-        return self._claim[0] if self._claim else None
+        return self._claim
 
     @property
     def _stream(self):
@@ -995,7 +1083,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         """
         s = self._stream
         if check:
-            sem = semNb if semNb is not None else (self._claim[0] if self._claim else 0)
+            sem = semNb if semNb is not None else self._sem
             t = _timeout(timeout, zero_waits_forever=True)
             seen = self._seen
             if seen is None and spin:
@@ -1010,19 +1098,25 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         self._seen = s.read(out)
         return out
 
+    #: Bounds of :attr:`stuck_timeout`, in seconds.
+    STUCK_TIMEOUT_RANGE = (1e-3, 1e6)
+
     @property
     def stuck_timeout(self) -> float:
         """Seconds a slot's write flag may stay set, with every counter unchanged, before a
         read decides that its writer died in the middle of the frame and raises StreamError
-        (default 1 s). Raise it for writers that keep a frame open longer (slow partial
-        writes)."""
+        (default 1 s; 1 ms to 1e6 s, about 11.6 days). Raise it for writers that keep a frame
+        open longer (slow partial writes)."""
         return self._stream.stuck_ns * 1e-9
 
     @stuck_timeout.setter
     def stuck_timeout(self, seconds: float) -> None:
+        lo, hi = self.STUCK_TIMEOUT_RANGE
         t = float(seconds)
-        if not t > 0 or math.isinf(t):
-            raise ValueError(f"stuck_timeout must be a positive number of seconds, not {seconds}")
+        if not lo <= t <= hi:  # NaN too
+            raise ValueError(
+                f"stuck_timeout must be {lo:g} to {hi:g} seconds, not {seconds!r}"
+            )
         self._stream.stuck_ns = int(t * 1e9)
 
     def get_counter(self) -> int:
@@ -1079,9 +1173,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         last of them has left.
         """
         self.release_semaphore()
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)  # drops this writer's liveness lock
-            self._owner_fd = None
+        _close_fds(self._fds)  # drops this writer's liveness lock
         if self._s is not None:
             self._s.close()
 
@@ -1113,21 +1205,22 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
             The claimed index, used by :meth:`get_data` from now on.
         """
         s = self._stream
-        if self._claim:
-            return self._claim[0]
+        if self._claim is not None:
+            return self._claim
         order = [index] if index is not None else [*range(1, _shm.NSEM), 0]
         for i in order:
             if not 0 <= i < _shm.NSEM:
                 raise ValueError(f"semaphore index {i} out of range 0-9")
-            fd = _open_private(_claim_file(s.base, i))
+            fd = open_private(_claim_file(s.base, i))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
+            self._hold("claim", fd)
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
-            self._claim = (i, fd)
+            self._claim = self._sem = i
             self.drain_semaphore(i)
             return i
         held = self.semaphore_claims()
@@ -1144,14 +1237,15 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         A semaphore is a "new frame" flag: a post made while nobody waited stays pending and
         wakes the next wait at once. Drain it to wait for a frame written from now on.
         """
-        i = index if index is not None else (self._claim[0] if self._claim else 0)
+        i = index if index is not None else self._sem
         self._stream.drain(i)
 
     def release_semaphore(self) -> None:
         """Give back the semaphore index claimed with :meth:`claim_semaphore`."""
-        if self._claim:
-            os.close(self._claim[1])  # closing drops the flock
-            self._claim = None
+        fd = self._fds.pop("claim", None)
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+        self._claim, self._sem = None, 0
 
     def semaphore_claims(self) -> dict[int, int]:
         """Semaphore indexes claimed by live processes, as ``{index: pid}``."""
@@ -1274,8 +1368,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         cnt = self._tail[1]
         if s.counter() != cnt:
             return True
-        sem = self._claim[0] if self._claim else 0
-        return s.wait_counter(cnt, t, self.spin_time if spin else 0.0, sem) != _shm.TIMEOUT
+        return s.wait_new(cnt, t, self.spin_time if spin else 0.0, self._sem) != _shm.TIMEOUT
 
     def get_data_next(
         self,
@@ -1321,8 +1414,7 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         if s.counter() == cnt:
             if not wait:
                 return self.DAO_NOTREADY, None
-            sem = self._claim[0] if self._claim else 0
-            status = s.wait_counter(cnt, t, self.spin_time if spin else 0.0, sem)
+            status = s.wait_new(cnt, t, self.spin_time if spin else 0.0, self._sem)
             if status == _shm.TIMEOUT:
                 return self.DAO_TIMEOUT, None
         out = self._out(out)

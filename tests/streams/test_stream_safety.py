@@ -21,7 +21,13 @@ import pytest
 import dao
 from dao import _shm
 from dao.errors import NotAStreamError, StreamBusyError
-from dao.streams.stream import _claim_file, _owner_file, remove_dead, stream_holders
+from dao.streams.stream import (
+    _claim_file,
+    _owner_file,
+    dead_streams,
+    remove_dead,
+    stream_holders,
+)
 
 CTX = mp.get_context("spawn")
 
@@ -139,7 +145,7 @@ _CLOSE_LOOP = textwrap.dedent("""
         "wait_next": lambda r: r.wait_next(timeout=60) and r.reset_tail(),
         "read_new": lambda r: r.read_new(),
         "history": lambda r: r.get_history(),
-        "raw_wait": lambda r: r._s.wait(1, 60),
+        "raw_wait": lambda r: r._s.wait_new(None, 60, 0.0, 1),
     }
     names = sorted(ops)
     counts = dict.fromkeys(names, 0)
@@ -279,6 +285,43 @@ def test_a_flag_set_by_hand_is_reported_too(name):
         w.stuck_timeout = -1
 
 
+def test_stuck_timeout_is_bounded(name):
+    w = dao.shm(name, np.zeros(2, np.float32))
+    for bad in (0, -1, 1e-4, 1e6 * 1.01, 1e9, 1e12, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="stuck_timeout must be 0.001 to 1e\\+06 seconds"):
+            w.stuck_timeout = bad
+    w.stuck_timeout = 1e6
+    assert w.stuck_timeout == pytest.approx(1e6)
+    w.stuck_timeout = 1e-3
+    assert w.stuck_timeout == pytest.approx(1e-3)
+
+
+def test_a_huge_stuck_time_does_not_overflow_in_the_read(name):
+    import threading
+
+    w = dao.shm(name, np.zeros(3, np.int32))
+    w.set_data(np.ones(3, np.int32))
+    w._meta["write"][0] = 1  # a slot left under write, every counter still
+    r = dao.shm(name)
+    r._stream.stuck_ns = 10**18  # 1e9 s: ten times that overflowed an int64
+    got = []
+
+    def read():
+        try:
+            r.get_data()
+        except dao.StreamError as e:
+            got.append(str(e))
+
+    t = threading.Thread(target=read)
+    t.start()
+    t.join(3)  # the overflow gave up after 1 s ("rewritten faster than it can be copied")
+    assert t.is_alive() and got == [], got
+    r.close()  # the read still waits, as asked: close() ends it
+    t.join(30)
+    assert not t.is_alive() and len(got) == 1 and "closed" in got[0], got
+    w._meta["write"][0] = 0
+
+
 def test_a_live_writer_is_not_mistaken_for_a_dead_one(name):
     import threading
 
@@ -304,11 +347,11 @@ def test_a_live_writer_is_not_mistaken_for_a_dead_one(name):
 
 # -- 4. absurd sizes, full filesystems, bad timeouts -------------------------------------------
 
-@pytest.fixture
-def small_tmpfs():
-    """A 1 MiB tmpfs (needs root; skipped otherwise)."""
+@contextlib.contextmanager
+def _tmpfs(size: str):
+    """A tmpfs of ``size`` ("0": no limit) in a new folder (needs root; skipped otherwise)."""
     folder = tempfile.mkdtemp(prefix="daofs", dir="/tmp")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", folder],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder],
                          capture_output=True, text=True)
     if res.returncode:
         os.rmdir(folder)
@@ -321,6 +364,31 @@ def small_tmpfs():
                 dao.remove(p)
         subprocess.run(["umount", "-l", folder], check=False)
         os.rmdir(folder)
+
+
+@pytest.fixture
+def small_tmpfs():
+    """A 1 MiB tmpfs (needs root; skipped otherwise)."""
+    with _tmpfs("1m") as folder:
+        yield folder
+
+
+@pytest.fixture
+def unlimited_tmpfs():
+    """A tmpfs with no size limit: statvfs reports 0 blocks, as some FUSE filesystems do."""
+    with _tmpfs("0") as folder:
+        yield folder
+
+
+def test_a_filesystem_that_reports_no_size_still_takes_streams(unlimited_tmpfs, name):
+    assert os.statvfs(unlimited_tmpfs).f_blocks == 0
+    s = dao.shm(os.path.join(unlimited_tmpfs, name + ".im.shm"), np.zeros((4, 4), np.float32),
+                depth=4)
+    for k in range(5):
+        s.set_data(np.full((4, 4), k, np.float32))
+    assert s.get_counter() == 5 and s.get_history().shape == (4, 4, 4)
+    s.delete()
+    assert os.listdir(unlimited_tmpfs) == []
 
 
 def test_full_filesystem_fails_at_creation_with_enospc(small_tmpfs, name):
@@ -394,7 +462,7 @@ def test_negative_or_nan_timeouts_are_refused(name, bad):
     with pytest.raises(ValueError, match="timeout"):
         r.wait_next(timeout=bad)
     with pytest.raises(ValueError, match="timeout"):
-        r._stream.wait(0, bad)
+        r._stream.wait_new(None, bad)
     with pytest.raises(ValueError, match="timeout"):
         list(r.iter_frames(timeout=bad))
     w.close()
@@ -481,6 +549,26 @@ def test_other_users_files_and_semaphores_are_not_trusted(name):
             dao.shm(name)
     finally:
         os.chown(sem, 0, 0)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make another user's file")
+def test_a_group_stream_of_another_user_is_reused_as_a_writer(name):
+    s = dao.shm(name, np.zeros(3, np.float32), group=True)
+    path = s.path
+    s.close()
+    # as if user 65534 of the group had made it: the file, semaphores and owner file are its
+    theirs = [path, _owner_file(name)] + [os.path.join("/dev/shm", f)
+                                          for f in _dev_shm_files(name) if f.startswith("sem.")]
+    for f in theirs:
+        os.chown(f, 65534, 0)
+    try:
+        w = dao.shm(name, np.ones(3, np.float32))  # reused, not refused for the owner file
+        assert w.counter == 1 and w.shape == (3,)
+        w.close()
+    finally:
+        for f in theirs:
+            with contextlib.suppress(OSError):
+                os.chown(f, 0, 0)
 
 
 def test_remove_deletes_streams_only(name, stream_dir):
@@ -570,6 +658,51 @@ def test_replacing_a_stream_a_live_reader_uses_is_refused(name):
     assert dao.shm(name, np.zeros(5, np.float32)).shape == (5,)  # it left: allowed
 
 
+_DROP_LOOP = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import dao
+
+    path = sys.argv[1]
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    def cycle():
+        w = dao.shm(path, np.zeros(4, np.float32))  # a writer: the owner file's lock
+        r = dao.shm(path)
+        r.claim_semaphore()  # a reader: a claim file's lock
+        del w, r  # dropped without close(), as a notebook re-running a cell does
+
+    cycle()  # imports and first-use caches: not counted
+    before = fds()
+    for _ in range(50):
+        cycle()
+    print(before, fds(), flush=True)
+    sys.stdin.readline()  # alive while the test replaces the stream
+""")
+
+
+def test_a_dropped_stream_releases_its_descriptors_and_locks(name):
+    path = dao.stream_path(name)
+    p = subprocess.Popen([sys.executable, "-c", _DROP_LOOP, path], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        if not line:
+            p.wait(60)
+            pytest.fail(f"the child failed: {p.stderr.read()}")
+        before, after = map(int, line.split())
+        assert after == before  # no descriptor left per dropped stream
+        h = stream_holders(path)
+        assert h.writers == () and h.readers == {}
+        s = dao.shm(name, np.zeros((2, 3), np.int16))  # another shape: not "busy"
+        assert s.shape == (2, 3)
+    finally:
+        p.stdin.close()
+        p.wait(60)
+
+
 def test_dead_holders_and_this_process_do_not_block(name):
     s1 = dao.shm(name, np.zeros(4, np.float32))
     s2 = dao.shm(name, np.zeros(6, np.float32))  # this process: allowed (a notebook cell)
@@ -587,9 +720,12 @@ def test_dead_holders_and_this_process_do_not_block(name):
 # -- 7. what a killed process leaves behind ----------------------------------------------------
 
 def _loop_then_wait(paths, ready):
+    # made and last written an hour ago: rm --dead keeps a stream written in the last 10 s
+    # (a DAO C-library process may write it), see test_rm_dead_keeps_...
     streams = [dao.shm(p, np.zeros((8, 8), np.float32), depth=4) for p in paths]
     for s in streams:
-        s.set_data(np.ones((8, 8), np.float32))
+        s._meta["creation_time"] -= 3600
+        s.set_data(np.ones((8, 8), np.float32), atime_ns=time.time_ns() - 3600 * 10**9)
     readers = [dao.shm(p) for p in paths]
     for r in readers:
         r.claim_semaphore()
@@ -628,6 +764,94 @@ def test_ls_shows_and_rm_dead_removes_what_a_killed_loop_left(name, stream_dir):
     assert _dev_shm_files(name + "wfs") == [] and _dev_shm_files(name + "dm") == []
     assert os.path.exists(alive.path) and _dev_shm_files(name + "live")
     assert "no dead streams" in _cli("rm", "--dead").stdout
+
+
+def _loop_in_folders_then_wait(name, folders, ready):
+    """As an AOLoop: labelled streams, one read on a claimed semaphore, in private folders;
+    the last frames an hour old (the loop stalled long before it was killed)."""
+    hour_ago = time.time_ns() - 3600 * 10**9
+    streams = []
+    for folder, roles in folders:
+        for role in roles:
+            s = dao.shm(os.path.join(folder, name + role + ".im.shm"),
+                        np.zeros((8, 8), np.float32), depth=4)
+            s._meta["creation_time"] -= 3600
+            s.set_data(np.ones((8, 8), np.float32), atime_ns=hour_ago)
+            streams.append(s)
+    streams[0].set_labels(("y", "x"))
+    r = dao.shm(streams[0].path)
+    r.claim_semaphore()
+    ready.set()
+    time.sleep(600)
+
+
+def test_ls_and_rm_dead_find_a_killed_loops_private_folder(name, stream_dir):
+    loop = tempfile.mkdtemp(prefix="daoloop", dir=stream_dir)  # as AOLoop makes in /tmp
+    np.savez(os.path.join(loop, "calibration.npz"), gain=np.zeros(3))
+    other = tempfile.mkdtemp(prefix="daoloop", dir=stream_dir)
+    with open(os.path.join(other, "notes.txt"), "w") as f:
+        f.write("a file dao did not make")
+    ready = CTX.Event()
+    p = CTX.Process(target=_loop_in_folders_then_wait, daemon=True,
+                    args=(name, [(loop, ("wfs", "dm")), (other, ("psf",))], ready))
+    p.start()
+    assert ready.wait(120), "the loop process did not start"
+    paths = dao.list_streams(loop) + dao.list_streams(other)
+    assert len(paths) == 3 and sum(os.path.exists(p + ".xr.json") for p in paths) == 1
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
+    # not in the listed folder: dao ls says where to look
+    res = _cli("ls", "--interval", "0")
+    assert res.returncode == 0 and "dao ls --dead" in res.stdout, res.stdout + res.stderr
+    assert "--dead" in _cli("ls", "--help").stdout
+    res = _cli("ls", "--dead", "--interval", "0")
+    assert res.returncode == 0, res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith(tuple(paths))]
+    assert len(rows) == 3 and all(f"dead owner pid {p.pid}" in row for row in rows), res.stdout
+    assert sorted(d.path for d in dead_streams(outside=True) if d.owner == p.pid) == sorted(paths)
+    res = _cli("rm", "--dead")
+    assert res.returncode == 0, res.stderr
+    for path in paths:
+        assert f"removed {path} (dead owner pid {p.pid})" in res.stdout, res.stdout
+        assert not os.path.exists(path) and not os.path.exists(path + ".xr.json")
+    for role in ("wfs", "dm", "psf"):
+        assert _dev_shm_files(name + role) == []  # semaphores, owner and claim files
+    assert not os.path.exists(loop)  # the loop's folder went, with its calibration
+    assert f"removed {loop}/" in res.stdout
+    assert os.listdir(other) == ["notes.txt"]  # a file dao did not make: the folder stays
+
+
+def _create_and_exit(path):
+    s = dao.shm(path, np.zeros(2, np.float32))
+    s._meta["creation_time"] -= 3600  # made an hour ago; exits normally, without a frame
+
+
+def test_rm_dead_keeps_a_dead_owners_stream_written_lately(name, capsys):
+    from dao.cli import main
+
+    path = dao.stream_path(name)
+    p = CTX.Process(target=_create_and_exit, args=(path,))
+    p.start()
+    p.join(120)
+    assert p.exitcode == 0
+    assert stream_holders(path).dead_owner  # a normal exit counts as dead too
+    [d] = [d for d in dead_streams() if d.path == path]
+    assert d.idle_s > 3000
+    raw = _shm.open(path)  # a DAO C-library writer: dao does not see it as a holder
+    raw.write(np.ones(2, np.float32))
+    raw.close()
+    assert path not in [what for what, _ in remove_dead()]
+    assert os.path.exists(path)
+    assert main(["rm", "--dead"]) == 0
+    out = capsys.readouterr().out
+    assert f"kept {path}" in out and "--force" in out, out
+    assert os.path.exists(path)
+    help_text = _cli("rm", "--help").stdout
+    assert "--force" in help_text and "normal exit" in help_text
+    assert main(["rm", "--dead", "--force"]) == 0
+    assert f"removed {path}" in capsys.readouterr().out
+    assert not os.path.exists(path) and _dev_shm_files(name) == []
 
 
 def test_rm_dead_removes_semaphores_of_a_deleted_stream(name):
