@@ -557,14 +557,21 @@ class Component:
                     shape, dtype = decl.shape, decl.dtype
                 self._streams[attr] = shm(path, np.zeros(shape, dtype), depth=decl.depth)
             if self.timing_depth > 0:
-                self._timing = shm(
-                    self.timing_name,
-                    np.zeros((len(TIMING_FIELDS), 1), np.int64),
-                    depth=self.timing_depth,
-                )
+                self._timing = self._open_timing(shm)
         except BaseException:
             self._close_streams()
             raise
+
+    def _open_timing(self, shm: type) -> Any:
+        """The timing FIFO: the existing one if it has the right geometry (a re-Enable: its
+        history goes on, with no blank record), else a new one."""
+        shape, depth = (len(TIMING_FIELDS), 1), self.timing_depth
+        with contextlib.suppress(OSError, DaoError):
+            s = shm(self.timing_name)
+            if s.shape == shape and s.dtype == np.int64 and s.depth == depth:
+                return s
+            s.close()
+        return shm(self.timing_name, np.zeros(shape, np.int64), depth=depth)
 
     def _close_streams(self) -> None:
         for s in [*self._streams.values(), self._timing]:

@@ -297,3 +297,20 @@ def test_goto_from_error(stream_dir):
     assert c.goto("Running") is State.RUNNING
     assert c.goto("Standby") is State.STANDBY
     c.close()
+
+
+def test_re_enable_keeps_the_timing_history_without_a_blank_record():
+    import dao
+
+    c = Counter(unique_name("ren"), period=1e-3)
+    c.goto("Running")
+    wait_for(lambda: c.iterations >= 5)
+    c.goto("Standby")
+    c.goto("Running")
+    wait_for(lambda: c.iterations >= 10)
+    c.idle()
+    timing = dao.shm(c.timing_name)
+    rows = timing.get_history()[:, :, 0]
+    assert np.all(rows[:, 1] > 0)  # every record has a start time: none is a blank
+    timing.close()
+    c.close()
