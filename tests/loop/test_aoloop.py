@@ -253,14 +253,14 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path):
 
 
 def test_a_failed_start_leaves_nothing_behind():
-    """A bench the camera process cannot build: start() raises, no folder or process left."""
+    """A slopes process that cannot reach Idle (a component without the loop's streams):
+    start() raises, no folder or process left."""
     import glob
 
     before = set(glob.glob("/tmp/daoloop*"))
     ao = AOLoop({"bench": {"n_subap": 6},
-                 "components": {"slopes": {"name": "slopes",
-                                           "class": "dao.loop.components:NoSuchThing"}}})
-    with pytest.raises(Exception, match="NoSuchThing"):
+                 "components": {"slopes": {"name": "slopes", "class": "dao.examples:Relay"}}})
+    with pytest.raises(Exception, match="slopes"):
         ao.start()
     assert not ao.running and set(glob.glob("/tmp/daoloop*")) <= before
     assert not any(s["alive"] for s in ao.supervisor.status())  # the controller had started
