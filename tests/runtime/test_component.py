@@ -132,7 +132,7 @@ def test_timing_fifo_is_written(stream_dir):
     assert timing.dtype == np.int64
     assert TIMING_FIELDS == ("input_cnt0", "start_ns", "end_ns", "frame_id")
     cnt, start, end, frame_id = (int(v) for v in timing.get_data()[:, 0])
-    assert abs(start - time.time_ns()) < 5e9 and end >= start  # CLOCK_REALTIME, ns
+    assert abs(start - time.time_ns()) < 60e9 and end >= start  # CLOCK_REALTIME, ns
     assert cnt == c.iterations - 1 and frame_id == -1
     # the records are the stream's history: one per iteration, in order
     hist = timing.get_history(10)[:, :, 0]
