@@ -171,11 +171,17 @@ class EventPublisher:
         Name of the thread.
     fields : dict, optional
         Fields added to every event made by :meth:`make` (e.g. ``{"pid": os.getpid()}``).
+    max_queue : int
+        Events waiting for the publishing thread at most; more are dropped (counted in
+        :attr:`dropped`, the first drop logged), so a parameter set every frame by a busy
+        caller cannot grow memory without bound.
 
     Attributes
     ----------
     sent : int
         Events sent so far (the next ``seq``).
+    dropped : int
+        Events dropped because the queue was full.
     """
 
     def __init__(
@@ -187,6 +193,7 @@ class EventPublisher:
         interval: float = 1.0,
         name: str = "dao-events",
         fields: dict[str, Any] | None = None,
+        max_queue: int = 10000,
     ):
         self.address = address
         self.source = source
@@ -196,7 +203,8 @@ class EventPublisher:
         self.name = name
         self.fields = dict(fields or {})
         self.sent = 0
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.dropped = 0
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=int(max_queue))
         self._stop = threading.Event()
         self._stopped_by_caller = False
         self._said_dead = False
@@ -255,8 +263,9 @@ class EventPublisher:
         Returns
         -------
         bool
-            False when the publisher is stopped (or its thread ended): the event is dropped,
-            not queued (the first such drop after an unexpected end is logged as an error).
+            False when the publisher is stopped (or its thread ended) or its queue is full:
+            the event is dropped, not queued (the first such drop after an unexpected end is
+            logged as an error; drops for a full queue are counted in :attr:`dropped`).
         """
         if self._stop.is_set():
             if not self._stopped_by_caller and not self._said_dead:
@@ -264,7 +273,14 @@ class EventPublisher:
                 log.error("%s: the event thread has ended: events are no longer sent "
                           "(%s %r dropped)", self.name, event.get("kind"), event.get("component"))
             return False
-        self._queue.put(event)
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("%s: more than %d events wait to be sent: dropping (counted in "
+                            "dropped)", self.name, self._queue.maxsize)
+            return False
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wpipe, b"e")
         return True

@@ -394,3 +394,11 @@ def test_a_publisher_whose_thread_died_stops_queuing(caplog):
     assert len(said) == 1  # said once
     pub.stop()
     assert pub.send(pub.make("state", state="Off")) is False  # stopped: dropped silently
+
+
+def test_a_full_event_queue_drops_and_counts_rather_than_grows():
+    from dao.runtime import EventPublisher
+
+    pub = EventPublisher("tcp://127.0.0.1:0", "q", max_queue=10)  # not started: nothing drains
+    sent = [pub.send({"kind": "parameter", "component": "q"}) for _ in range(15)]
+    assert sent == [True] * 10 + [False] * 5 and pub.dropped == 5
