@@ -197,7 +197,7 @@ def reader(
             except dao.StreamTimeout:
                 timeouts += 1
                 break
-            lat[i] = _shm.now_ns() - s.last_read.timestamp_ns
+            lat[i] = _shm.now_ns() - s.last_read.time_ns
             values[i] = flat[0]
             if flat.min() != flat.max():
                 torn += 1

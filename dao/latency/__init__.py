@@ -1,9 +1,10 @@
-"""Latency: measured timing statistics (and, later, the pipeline model that predicts them).
+"""Latency: measured timing statistics, where the latency model will grow.
 
-- :mod:`dao.latency.stats`: percentiles, and per-stage latencies of a pipeline of streams
-  matched by source frame id.
+The percentile helper and the per-stage latencies of a pipeline of streams (matched by source
+frame id) are defined in :mod:`dao.runtime.timing`, the lowest layer that needs them (the
+runtime's heartbeats and the loop's report use them too); this package is their public home.
 """
 
-from dao.latency.stats import frame_times, percentiles, pipeline_latency, summary
+from dao.runtime.timing import frame_times, percentiles, pipeline_latency, summary
 
 __all__ = ["frame_times", "percentiles", "pipeline_latency", "summary"]

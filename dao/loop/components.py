@@ -133,7 +133,7 @@ class BenchCamera(Component):
             except StreamTimeout:
                 self.late += 1
                 return
-            if self.dm_command.last_read.frame_id >= frame:
+            if self.dm_command.last_read.cnt2 >= frame:
                 self.command[:] = self._cmd_flat
                 return
 

@@ -607,11 +607,11 @@ class Component:
             if not self.thread or not self.thread.run_requested:
                 return
             info = trig.last_read  # the one FrameInfo of the frame
-            cnt = info.counter
+            cnt = info.cnt0
             if cnt <= self._last_cnt:  # a stale post (frame already processed): skip
                 return
             self._last_cnt = cnt
-            self.frame_id = info.frame_id
+            self.frame_id = info.cnt2
         else:
             data = None
             cnt = self.iterations

@@ -1,4 +1,4 @@
-"""dao.latency.stats: the percentile helper and per-stage latencies matched by frame id."""
+"""dao.latency: the percentile helper and per-stage latencies matched by frame id."""
 
 from __future__ import annotations
 
