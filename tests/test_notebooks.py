@@ -1,28 +1,208 @@
-"""The notebooks run top to bottom (as a user would, with a real Jupyter kernel)."""
+"""The notebooks run, with a real Jupyter kernel, as a user would run them: top to bottom
+("Run All"), and cell by cell with pauses between the cells. Each run then checks what the
+plots show: the data of the Bokeh documents the notebook displayed, against the notebook's
+own variables, read from the same kernel by one extra cell."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
+#: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
+PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5}
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, stream_dir):
+
+# -- running -------------------------------------------------------------------------------
+
+
+def run_notebook(path: Path, check_code: str, pause: float = 0.0):
+    """Execute the code cells of ``path`` one by one in one fresh kernel, sleeping ``pause``
+    seconds between two cells, then ``check_code`` in the same kernel.
+
+    Returns the executed notebook and the JSON ``check_code`` printed.
+    """
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    with client.setup_kernel():
+        first = True
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if not first:
+                time.sleep(pause)
+            first = False
+            client.execute_cell(cell, index)  # raises CellExecutionError on an error
+        check = nbformat.v4.new_code_cell(check_code)
+        nb.cells.append(check)
+        client.execute_cell(check, len(nb.cells) - 1)
+    nb.cells.remove(check)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
-    # the history plot rendered with BokehJS inlined (no CDN: there is no network)
-    html = [o["data"].get("text/html", "") for o in outputs if "data" in o]
-    assert any("Bokeh" in h for h in html) or any(
-        "application/vnd.bokehjs_exec.v0+json" in o.get("data", {}) for o in outputs)
+    printed = "".join(o.text for o in check.outputs if o.get("name") == "stdout")
+    return nb, json.loads(printed)
+
+
+def cell_outputs(nb, source_contains: str) -> list:
+    """The outputs of the one code cell whose source contains ``source_contains``."""
+    cells = [c for c in nb.cells if c.cell_type == "code" and source_contains in c.source]
+    assert len(cells) == 1, source_contains
+    return cells[0].outputs
+
+
+# -- reading the displayed Bokeh documents ---------------------------------------------------
+
+
+def _decode(value):
+    """A serialized Bokeh value, with its ndarrays (base64, maybe gzipped) as numpy arrays."""
+    if isinstance(value, dict) and value.get("type") == "ndarray":
+        raw = value["array"]
+        if isinstance(raw, dict) and raw.get("type") == "bytes":
+            data = base64.b64decode(raw["data"])
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            array = np.frombuffer(data, dtype=value["dtype"])
+        else:
+            array = np.asarray(raw, dtype=value["dtype"])
+        return array.reshape(value["shape"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _walk(node, name: str, found: list) -> None:
+    if isinstance(node, dict):
+        if node.get("name") == name:
+            found.append(node.get("attributes", {}))
+        for v in node.values():
+            _walk(v, name, found)
+    elif isinstance(node, list):
+        for v in node:
+            _walk(v, name, found)
+
+
+def bokeh_models(outputs, name: str) -> list[dict]:
+    """The attributes of every model called ``name`` in the Bokeh documents that
+    ``show`` displayed in ``outputs`` (the ``docs_json`` of their embedding script)."""
+    found: list = []
+    shown = 0
+    for o in outputs:
+        script = o.get("data", {}).get("application/javascript", "")
+        start = script.find("const docs_json = ")
+        if "application/vnd.bokehjs_exec.v0+json" not in o.get("data", {}) or start < 0:
+            continue
+        shown += 1
+        doc, _ = json.JSONDecoder().raw_decode(script, start + len("const docs_json = "))
+        _walk(doc, name, found)
+    assert shown, "no Bokeh document displayed"
+    return found
+
+
+def plotted_columns(outputs) -> list[dict[str, object]]:
+    """The data columns of every glyph the displayed Bokeh documents draw, in order."""
+    return [{k: _decode(v) for k, v in source["data"]["entries"]}
+            for source in bokeh_models(outputs, "ColumnDataSource")]
+
+
+# -- what each notebook's plots must show -----------------------------------------------------
+
+CHECK_01 = """
+import json
+print(json.dumps({"t_ms": [float(v) for v in t_ms],
+                  "time_ns": hist.time.values.astype("int64").tolist(),
+                  "cnt2": hist.cnt2.values.astype("int64").tolist()}))
+"""
+
+
+def check_01(nb, kernel) -> None:
+    """The FIFO history plot: the x (time) axis spans the 256 frames' write times, in ms."""
+    time_ns = np.array(kernel["time_ns"])
+    k = np.array(kernel["cnt2"])
+    assert len(time_ns) == 256 and (k == np.arange(144, 400)).all()  # the last 256 of 400
+    x_line, y_line = plotted_columns(cell_outputs(nb, "show(p)"))
+    for line in (x_line, y_line):
+        t = np.asarray(line["x"], dtype=float)
+        assert len(t) == 256 and t[0] == 0 and (np.diff(t) > 0).all()
+        # 256 frames written 1 ms apart span 255 ms (more if the writer was held up)
+        assert 200 < t[-1] < 2000, t[-1]
+        assert 0.9 < np.median(np.diff(t)) < 2
+        np.testing.assert_allclose(t, (time_ns - time_ns[0]) / 1e6, atol=1e-3)
+        np.testing.assert_allclose(t, kernel["t_ms"])
+    # the mean slopes are the writer's tilt: sin (x) and cos (y) of frame id k, plus noise
+    phase = 2 * np.pi * k / 200
+    assert np.abs(np.asarray(x_line["y"]) - np.sin(phase)).max() < 0.1
+    assert np.abs(np.asarray(y_line["y"]) - np.cos(phase)).max() < 0.1
+
+
+CHECK_02 = """
+import json
+print(json.dumps({"psf_peak": [float(psf_open.max()), float(psf_closed.max())],
+                  "gain_log": [[int(f), float(g)] for f, g in ao.gain_log]}))
+"""
+
+
+def check_02(nb, kernel) -> None:
+    """The PSF images: the closed-loop peak (about its Strehl ratio) is well above the open
+    loop's; the residual curve drops after the gain changes that the dashed lines mark."""
+    (open_, ), (closed, ) = (c["image"] for c in plotted_columns(cell_outputs(nb, "row(images)")))
+    assert open_.shape == closed.shape and open_.ndim == 2 and open_.size > 100
+    assert 0 < open_.max() < 0.5 and open_.max() * 5 < closed.max() <= 1.05
+    np.testing.assert_allclose([open_.max(), closed.max()], kernel["psf_peak"], rtol=1e-5)
+
+    outputs = cell_outputs(nb, "sci.residual_rms_frame")
+    (line,) = plotted_columns(outputs)
+    frame, rms = np.asarray(line["x"], dtype=float), np.asarray(line["y"], dtype=float)
+    assert len(frame) > 100 and (np.diff(frame) > 0).all()
+    assert np.isfinite(rms).all() and (rms > 0).all()
+    # a dashed line at each gain change: the start (open loop, gain 0), then the three gains
+    changes = [span["location"] for span in bokeh_models(outputs, "Span")]
+    assert changes == [f for f, _ in kernel["gain_log"]]
+    assert [g for _, g in kernel["gain_log"]] == [0, 0.05, 0.2, 0.5]
+    assert frame[0] < changes[1] < changes[-1] < frame[-1]
+    open_rms = np.median(rms[frame < changes[1]])
+    closed_rms = np.median(rms[frame > changes[-1] + 150])  # at gain 0.5, settled
+    assert open_rms > 1 and closed_rms < open_rms / 2, (open_rms, closed_rms)
+
+
+CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02)}
+
+
+# -- the tests -------------------------------------------------------------------------------
 
 
 def test_notebooks_present():
     assert [p.name for p in NOTEBOOKS][:1] == ["01_streams.ipynb"]
+    assert sorted(CHECKS) == [p.stem for p in NOTEBOOKS]  # every notebook's plots are checked
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, stream_dir):
+    """Top to bottom, with no pause ("Run All")."""
+    code, check = CHECKS[path.stem]
+    nb, kernel = run_notebook(path, code)
+    check(nb, kernel)
+    # the plots rendered with BokehJS inlined (no CDN: there is no network)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    loads = [o["data"]["application/javascript"] for o in outputs
+             if "application/vnd.bokehjs_load.v0+json" in o.get("data", {})]
+    assert loads and not [js for js in loads if "cdn.bokeh.org" in js]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_cell_by_cell(path, stream_dir):
+    """Cell by cell with a pause between cells, as a person would: a cell must not depend on
+    the next one being run at once (e.g. a reader must not miss a writer that finished)."""
+    code, check = CHECKS[path.stem]
+    nb, kernel = run_notebook(path, code, pause=PAUSE[path.stem])
+    check(nb, kernel)
