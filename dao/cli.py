@@ -109,8 +109,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not args.dead:
         elsewhere = dead_streams(folder, outside=True)
         if elsewhere:
-            print(f"{len(elsewhere)} stream(s) of dead processes outside {folder} (a killed "
-                  "AOLoop's /tmp/daoloop* folder, say): dao ls --dead lists them, dao rm --dead "
+            print(f"{len(elsewhere)} stream(s) of dead processes outside {folder} (made "
+                  "with another DAO_SHM_DIR, say): dao ls --dead lists them, dao rm --dead "
                   "removes them")
     return 0
 
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "writer, or 'dead owner pid N' when the stream's last dao writer is gone "
                        "(remove those with dao rm --dead), or '-' (closed, or made by the DAO C "
                        "library). A last line counts the streams of dead processes outside the "
-                       "folder (a killed AOLoop's /tmp/daoloop* folder, say): dao ls --dead "
+                       "folder (made with another DAO_SHM_DIR, say): dao ls --dead "
                        "lists them.")
     q.add_argument("--dir", help="folder to list (default $DAO_SHM_DIR or /tmp)")
     q.add_argument("--dead", action="store_true",
@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "owner, claim and labels files. With --dead, delete what dead processes "
                        "left: the streams whose last dao writer is gone and that no live "
                        "process uses (those of the folder, and yours elsewhere known from "
-                       "dao's owner files, such as a killed AOLoop's /tmp/daoloop* folder, "
-                       "removed too once empty); and, anywhere, the semaphores and lock files "
+                       "dao's owner files, such as those made with another DAO_SHM_DIR; an "
+                       "older AOLoop's /tmp/daoloop* stream folder is removed too once "
+                       "empty); and, anywhere, the semaphores and lock files "
                        "of streams whose file is gone and whose writer died. 'Dead' means the "
                        "last process that created or reused the stream through dao is gone, "
                        "however it ended: a crash, SIGKILL, or a normal exit. Processes of the "

@@ -5,6 +5,12 @@ frame id) are defined in :mod:`dao.runtime.timing`, the lowest layer that needs 
 runtime's heartbeats and the loop's report use them too); this package is their public home.
 """
 
-from dao.runtime.timing import frame_times, percentiles, pipeline_latency, summary
+from dao.runtime.timing import (
+    frame_times,
+    percentiles,
+    pipeline_latency,
+    stage_latencies,
+    summary,
+)
 
-__all__ = ["frame_times", "percentiles", "pipeline_latency", "summary"]
+__all__ = ["frame_times", "percentiles", "pipeline_latency", "stage_latencies", "summary"]

@@ -7,16 +7,30 @@ scripted run behind ``dao demo``. Starting an :class:`AOLoop`
    actuator (push-pull, noise-free), control matrix by truncated SVD; saves both with the
    slope estimator's geometry (Shack-Hartmann windows or pyramid pupil pixels and reference)
    to ``calibration.npz``;
-2. creates the streams in a fresh private folder: ``wfs_image``, ``slopes``, ``dm_command``,
-   the camera's ``frames`` log, ``science`` (image quality) and ``psf``, as FIFOs whose depth
-   (``run.history_frames``) is the history kept for latencies and telemetry (vectors as
-   ``(n, 1)`` arrays, the shape the DAO C library opens);
+2. creates the streams in the standard stream folder (``$DAO_SHM_DIR``, default ``/tmp``:
+   :func:`dao.streams.stream.shm_dir`), so that ``dao ls``, ``dao watch``, ``dao.shm(name)``
+   in another process and DAO C programs find them by name: ``wfs_image``, ``slopes``,
+   ``dm_command``, the camera's ``frames`` log, ``science`` (image quality) and ``psf``, as
+   FIFOs whose depth (``run.history_frames``) is the history kept for latencies and
+   telemetry (slopes as a ``(2, n_subapertures)`` array, x slopes then y slopes; other
+   vectors as ``(n, 1)``, the shape the DAO C library opens), labelled for their xarray
+   views (:func:`dao.loop.components.label_streams`: slopes by ``axis`` and
+   ``subaperture``, commands by ``actuator``, with the grid positions as coordinates).
+   Names set in ``[streams]`` are used as they are; default names get a suffix unique to
+   the loop (``slopes_3f9a0c``: stream semaphores are named machine-wide, so two loops need
+   different names). A name that a live process (another loop) writes is refused
+   (:class:`dao.errors.StreamBusyError`) before anything is made;
 3. starts the components (:mod:`dao.loop.components`: bench camera, slopes, controller), each
    in its own process under a :class:`dao.Supervisor`, with the loop open (gain 0).
 
-Each component keeps its per-frame timing records in its ``<name>_timing_<tag>`` stream
-(:data:`dao.runtime.TIMING_FIELDS`: input counter, start and end in ns of CLOCK_REALTIME, frame
+Each component keeps its per-frame timing records in its timing stream (``<name>_timing``,
+with the loop's suffix for the default component names; :attr:`AOLoop.timing_streams`;
+:data:`dao.runtime.TIMING_FIELDS`: input counter, start and end in ns of CLOCK_REALTIME, frame
 number; :meth:`AOLoop.timing`), and publishes its events (:meth:`AOLoop.subscribe`).
+
+:meth:`AOLoop.close` (or the loop's garbage collection, or the interpreter's exit) stops the
+processes and removes exactly the loop's streams (with their label and owner files) and its
+private folder (:attr:`AOLoop.folder`: ``calibration.npz``).
 
 Long calls do not have to block a notebook: ``start(wait=False)`` (calibration included) and
 ``expose(n, wait=False)`` return a :class:`dao.runtime.Status` at once (``wait(timeout)``,
@@ -45,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -67,8 +82,11 @@ __all__ = ["AOLoop", "default_telemetry_path"]
 
 
 def _release(owned: dict, streams: dict, folder: str) -> None:
-    """Stop the processes, close and remove the streams and their folder (idempotent)."""
-    from dao.streams import list_streams, remove
+    """Stop the processes, close the streams, remove the streams this loop made (listed in
+    ``owned["paths"]``, with their semaphores, owner, claim and label files) and the private
+    ``folder`` (idempotent)."""
+    from dao.errors import StreamError
+    from dao.streams import remove
 
     sup = owned.pop("supervisor", None)
     if sup is not None:
@@ -77,10 +95,51 @@ def _release(owned: dict, streams: dict, folder: str) -> None:
     for s in streams.values():
         with contextlib.suppress(Exception):
             s.close()
-    for p in list_streams(folder) if os.path.isdir(folder) else []:
-        with contextlib.suppress(OSError):
-            remove(p)
-    shutil.rmtree(folder, ignore_errors=True)
+    streams.clear()
+    paths = owned.setdefault("paths", [])
+    while paths:
+        p = paths.pop()
+        if os.path.lexists(p):
+            with contextlib.suppress(StreamError, OSError):
+                remove(p)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stream_file(folder: str, name: str) -> str:
+    """Full path of the stream ``name`` in ``folder`` (checked: under 80 bytes)."""
+    from dao.streams.stream import SUFFIX, stream_path
+
+    return stream_path(os.path.join(folder, name if name.endswith(SUFFIX) else name + SUFFIX))
+
+
+def _check_free(paths: dict[str, str], keys: dict[str, str]) -> None:
+    """Refuse streams that a live process writes (another loop's): StreamBusyError naming
+    each, and how to fix it. ``paths``: ``{what: path}``; ``keys``: ``{what: the config key
+    that names it}``."""
+    from dao.errors import StreamBusyError, StreamError
+    from dao.streams.stream import SUFFIX, stream_holders
+
+    busy = []
+    for what, p in paths.items():
+        if not os.path.lexists(p):
+            continue
+        try:
+            writers = stream_holders(p).writers
+        except (StreamError, OSError, ValueError):
+            continue
+        if writers:
+            who = ", ".join(f"pid {w}" + (" (this process)" if w == os.getpid() else "")
+                            for w in writers)
+            busy.append(f"{os.path.basename(p)[:-len(SUFFIX)]!r} ({keys[what]}; {p}) is "
+                        f"written by {who}")
+    if busy:
+        raise StreamBusyError(
+            "cannot start the loop: its stream " + "; ".join(busy) + ". Another loop (or "
+            "program) uses that name: give this loop other names in its config ([streams]; "
+            "[components] names for the timing streams; names left at their defaults get a "
+            "suffix unique to each loop), or close the loop that uses them first (ao.close(); "
+            "`dao ls` shows each stream's writers)")
 
 
 def default_telemetry_path() -> str:
@@ -95,11 +154,15 @@ class AOLoop:
     processes: this object only sends commands and reads the streams, so a notebook stays
     responsive while the loop runs.
 
-    Streams live in a private folder (:attr:`folder`). Stream semaphores are named by the
+    The streams are in the standard stream folder (:attr:`stream_dir`: ``$DAO_SHM_DIR`` when
+    the loop starts, default ``/tmp``), where ``dao ls`` lists them and another process (a
+    notebook, ``dao watch``, a DAO C program) opens them by name. Names set in the
+    configuration (``[streams]``) are used exactly; stream semaphores are named by the
     stream's name alone, machine-wide, so the default names get a suffix unique to this loop
-    (``wfs_image_k3x9a1``; the names in use are in ``config["streams"]``) and several loops
-    can run at once; names set in the configuration are used as they are, for other
-    processes (a C DAO consumer) to find.
+    (``wfs_image_3f9a0c``; the names in use are in ``config["streams"]`` after
+    :meth:`start`) and several loops can run at once. Starting on a name that another live
+    loop (or any live process) writes raises :class:`dao.errors.StreamBusyError` and leaves
+    nothing behind. :meth:`close` removes exactly the loop's streams.
 
     Parameters
     ----------
@@ -123,6 +186,13 @@ class AOLoop:
         What :func:`calibrate` returned (after :meth:`start`).
     streams : dict of str to dao.shm
         The loop's streams by role (after :meth:`start`).
+    stream_dir : str
+        The folder of the loop's streams (after :meth:`start`).
+    folder : str
+        The loop's private folder (mode 0700, after :meth:`start`): ``calibration.npz``, the
+        calibration the components load. Removed by :meth:`close`.
+    timing_streams : dict of str to str
+        The name of each component's timing stream, by role (after :meth:`start`).
     supervisor : dao.Supervisor
         The supervisor of the component processes (after :meth:`start`).
     gain_log : list of (int, float)
@@ -154,7 +224,7 @@ class AOLoop:
         self.gain_log: list[tuple[int, float]] = []
         self._gain = 0.0
         self._running = False
-        self._owned: dict[str, Any] = {"supervisor": None}
+        self._owned: dict[str, Any] = {"supervisor": None, "paths": []}
         self._finalizer = None
         # a start(wait=False) under way: True until just before its status is done; the
         # thread running it (set by that thread); close() sets _cancel and waits for it
@@ -164,7 +234,9 @@ class AOLoop:
         self._cancel = threading.Event()
         self._status = None  # the start's status, for its progress reports
         self.folder = ""
+        self.stream_dir = ""
         self.timing_streams: dict[str, str] = {}
+        self._tag = ""
 
     # -- life cycle ------------------------------------------------------------------------
     @property
@@ -202,14 +274,24 @@ class AOLoop:
             raise RuntimeError("this AOLoop was already started: make a new one")
         if self._cancel.is_set():
             raise RuntimeError("this AOLoop was closed: make a new one")
+        from dao.streams.stream import shm_dir
+
         cfg = self.config
-        self.folder = tempfile.mkdtemp(prefix="daoloop", dir="/tmp")
+        self.stream_dir = os.path.abspath(shm_dir())
         # semaphores are named by the stream's base name alone (as in the DAO C library), so
         # two loops on one machine need different names: default names get this loop's tag
-        tag = self._tag = os.path.basename(self.folder)[len("daoloop"):][:6]
-        default = tomllib.loads(DEFAULT_CONFIG)["streams"]
-        cfg["streams"] = {k: f"{v}_{tag}" if v == default.get(k) else v
+        default = tomllib.loads(DEFAULT_CONFIG)
+        tag = self._tag = self._new_tag(default)
+        cfg["streams"] = {k: f"{v}_{tag}" if v == default["streams"].get(k) else v
                           for k, v in cfg["streams"].items()}
+        # each component's timing stream: <name>_timing (its own default) for a component
+        # named in the config, with the loop's tag for a default name
+        comps = cfg["components"]
+        self.timing_streams = {
+            k: f"{comps[k]['name']}_timing"
+            + (f"_{tag}" if comps[k]["name"] == default["components"][k]["name"] else "")
+            for k in ROLES}
+        self.folder = tempfile.mkdtemp(prefix="daoloop")  # private (0700): calibration.npz
         self._finalizer = weakref.finalize(self, _release, self._owned, self.streams,
                                            self.folder)
         if wait:
@@ -226,6 +308,30 @@ class AOLoop:
         self._starting = True
         st = self._start_status = Status.run(op, name="AOLoop start")
         return st
+
+    def _new_tag(self, default: dict[str, Any]) -> str:
+        """A suffix for the default names that no stream in :attr:`stream_dir` has."""
+        names = [*default["streams"].values(),
+                 *(f"{c['name']}_timing" for c in default["components"].values())]
+        for _ in range(100):
+            tag = secrets.token_hex(3)
+            if not any(os.path.lexists(os.path.join(self.stream_dir, f"{n}_{tag}.im.shm"))
+                       for n in names):
+                return tag
+        raise RuntimeError(f"no free stream name suffix in {self.stream_dir}: remove the "
+                           "streams of dead loops there (dao rm --dead)")
+
+    def _stream_paths(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``{role: path}`` of the loop's streams (those it makes, then the components'
+        timing streams as ``timing_<role>``), and ``{role: config key}`` that names each."""
+        names, comps = self.config["streams"], self.config["components"]
+        paths = {k: _stream_file(self.stream_dir, v) for k, v in names.items()}
+        keys = {k: f"streams.{k}" for k in names}
+        for k, v in self.timing_streams.items():
+            paths[f"timing_{k}"] = _stream_file(self.stream_dir, v)
+            keys[f"timing_{k}"] = (f"the timing stream of component {comps[k]['name']!r}, "
+                                   f"components.{k}.name")
+        return paths, keys
 
     def _start_all(self, status) -> AOLoop:
         self._status = status
@@ -254,11 +360,12 @@ class AOLoop:
     def _start(self, cfg: dict[str, Any]) -> None:
         from dao.loop.components import FRAMES_FIELDS, SCIENCE_FIELDS, label_streams
         from dao.runtime import Supervisor
-        from dao.streams import shm
 
         run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
         cal_path = os.path.join(self.folder, "calibration.npz")
         n = cfg["bench"]["n_subap"]
+        path, keys = self._stream_paths()
+        _check_free(path, keys)  # before the calibration's seconds: a taken name fails now
         self._check_cancel()
         self._phase(0.0, f"calibrating {n}x{n} {cfg['sensor']['type']}")
         cal = self.calibration = calibrate(cfg, cal_path)
@@ -268,24 +375,22 @@ class AOLoop:
         max_bytes = int(run["max_image_history_bytes"])
         image_depth = int(max(4, min(depth, max_bytes // (4 * int(np.prod(cal["wfs_shape"]))))))
         psf_depth = int(max(4, min(256, max_bytes // (4 * int(np.prod(cal["psf_shape"]))))))
-        path = {k: os.path.join(self.folder, f"{names[k]}.im.shm") for k in names}
-        self.streams.update(
-            wfs_image=shm(path["wfs_image"], np.zeros(cal["wfs_shape"], np.float32),
-                          depth=image_depth),
-            slopes=shm(path["slopes"], np.zeros((cal["n_slopes"], 1), np.float32),
-                       depth=depth),
-            dm_command=shm(path["dm_command"], np.zeros((cal["n_actuators"], 1), np.float32),
-                           depth=depth),
-            frames=shm(path["frames"], np.zeros((len(FRAMES_FIELDS), 1), np.int64),
-                       depth=depth),
-            science=shm(path["science"], np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
-                        depth=max(16, depth // every + 4)),
-            psf=shm(path["psf"], np.zeros(cal["psf_shape"], np.float32), depth=psf_depth),
-        )
-        label_streams(self.streams, psf_sampling=float(cal["psf_sampling"]))
-        # per-frame timing records of each component: <name>_timing_<tag> (semaphore names
-        # are machine-wide, so two loops' components need different names)
-        self.timing_streams = {k: f"{comps[k]['name']}_timing_{self._tag}" for k in ROLES}
+        frame = {
+            "wfs_image": (np.zeros(cal["wfs_shape"], np.float32), image_depth),
+            # x slopes then y slopes: the estimators' flat order, labelled (axis, subaperture)
+            "slopes": (np.zeros(cal["slopes_shape"], np.float32), depth),
+            "dm_command": (np.zeros((cal["n_actuators"], 1), np.float32), depth),
+            "frames": (np.zeros((len(FRAMES_FIELDS), 1), np.int64), depth),
+            "science": (np.zeros((len(SCIENCE_FIELDS), 1), np.float64),
+                        max(16, depth // every + 4)),
+            "psf": (np.zeros(cal["psf_shape"], np.float32), psf_depth),
+        }
+        _check_free(path, keys)  # again: another loop may have started meanwhile
+        for k, (data, d) in frame.items():
+            self.streams[k] = self._create(k, path[k], data, d)
+        label_streams(self.streams, cal)
+        # the components' timing streams: theirs to make, the loop's to remove
+        self._owned["paths"].extend(path[f"timing_{k}"] for k in ROLES)
         common = {"calibration": cal_path, "timing_depth": depth}
         spec = {
             "camera": {"bench": bench_arguments(cfg), "timing_depth": depth,
@@ -301,7 +406,7 @@ class AOLoop:
         }
         for k in ROLES:
             spec[k]["streams"]["timing"] = self.timing_streams[k]
-        env = {"DAO_SHM_DIR": self.folder}
+        env = {"DAO_SHM_DIR": self.stream_dir}  # the components find the streams by name
         sup = self.supervisor = self._owned["supervisor"] = Supervisor(
             {"component": [{"name": comps[k]["name"], "class": comps[k]["class"],
                             "state": "Idle", "args": spec[k], "env": env,
@@ -319,6 +424,20 @@ class AOLoop:
             self.client(k).run()
         self.wait(20)
 
+    def _create(self, role: str, path: str, data: np.ndarray, depth: int):
+        """Create the stream of ``role`` at ``path`` (recorded for :meth:`close` to remove)."""
+        from dao.errors import SemaphoreConflictError, StreamBusyError
+        from dao.streams import shm
+
+        try:
+            s = shm(path, data, depth=depth)
+        except (StreamBusyError, SemaphoreConflictError) as exc:
+            raise type(exc)(f"cannot create the loop's {role} stream (streams.{role} = "
+                            f"{self.config['streams'][role]!r} in the loop's config): "
+                            f"{exc}") from exc
+        self._owned["paths"].append(s.path)
+        return s
+
     def stop(self) -> None:
         """Stop the component processes; the stream histories stay readable until
         :meth:`close`."""
@@ -331,8 +450,10 @@ class AOLoop:
         self._running = False
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop the processes and remove the streams (also done when this object is
-        garbage-collected or the interpreter exits).
+        """Stop the processes and remove the loop's streams (those it made and its
+        components' timing streams, with their semaphores, owner and label files; nothing
+        else) and its private folder (also done when this object is garbage-collected or the
+        interpreter exits).
 
         A ``start(wait=False)`` under way is cancelled first: it stops at its next phase (no
         component process is started after this call returns) and its status fails.
@@ -598,7 +719,7 @@ class AOLoop:
         s = self.streams.get(f"timing_{role}")
         if s is None:
             s = self.streams[f"timing_{role}"] = shm(
-                os.path.join(self.folder, f"{self.timing_streams[role]}.im.shm"))
+                _stream_file(self.stream_dir, self.timing_streams[role]))
         have = s.frames_available
         n = have if frames is None else min(int(frames), have)
         rows = s.get_history(n)[:, :, 0] if n else np.zeros((0, len(TIMING_FIELDS)), np.int64)

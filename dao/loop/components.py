@@ -22,7 +22,9 @@ int64 ns of CLOCK_REALTIME) in its timing stream, with the camera frame number a
 (the camera's record spans its wait for the previous frame's command and the bench step).
 
 Streams are created beforehand by :class:`dao.loop.AOLoop`, which knows their shapes from the
-calibration (vectors are ``(n, 1)``, a shape the DAO C library opens too), and named in each
+calibration (the slopes are ``(2, n_subapertures)``: the x slopes then the y slopes, the flat
+order of the estimators and of the interaction matrix; other vectors are ``(n, 1)``, a shape
+the DAO C library opens too) and labels them (:func:`label_streams`), and named in each
 component's ``streams`` config; the calibration (control matrix, slope estimator) is the
 ``.npz`` file named by the ``calibration`` config key.
 """
@@ -41,7 +43,7 @@ from dao.runtime.component import Component, ComponentError, Input
 from dao.runtime.parameters import Parameter
 
 __all__ = ["BenchCamera", "Slopes", "Controller", "slope_estimator", "label_streams",
-           "FRAMES_FIELDS", "SCIENCE_FIELDS"]
+           "FRAMES_FIELDS", "SCIENCE_FIELDS", "SLOPE_AXES"]
 
 #: Columns of the ``frames`` stream (int64).
 FRAMES_FIELDS = ("frame", "wfs_atime_ns", "late_frames")
@@ -52,22 +54,65 @@ SCIENCE_FIELDS = ("frame", "time", "strehl", "strehl_marechal", "residual_rms", 
                   "strehl_frame", "residual_rms_frame")
 
 
-def label_streams(streams: dict[str, Any], psf_sampling: float) -> None:
+#: Coordinates of the first dim of the ``slopes`` stream, by its number of rows: x and y
+#: slopes, or the four pupil images of a pyramid in ``intensities`` mode.
+SLOPE_AXES = {2: ("axis", ["x", "y"]), 4: ("quadrant", ["I1", "I2", "I3", "I4"])}
+
+
+def label_streams(streams: dict[str, Any], cal: dict[str, Any]) -> None:
     """Label the loop's streams, named by role, for their xarray views, histories and recordings.
 
-    Vectors (stored ``(n, 1)`` for C consumers) are labelled as vectors: ``slope``,
-    ``actuator``, and ``field`` with the column names for the ``frames`` and ``science`` logs;
-    the ``psf`` image has ``y``/``x`` in ``lambda / D`` from its centre.
+    - ``wfs_image``: dims ``y``, ``x`` (detector pixels);
+    - ``slopes`` (stored ``(2, n_subapertures)``: the x slopes, then the y slopes): dims
+      ``axis`` (coordinate ``["x", "y"]``) and ``subaperture``, with the coordinates ``x`` and
+      ``y`` along ``subaperture``: each subaperture's column and row on the lenslet grid
+      (integers; a pyramid's: its valid pixel's column and row in the pupil image); attrs
+      ``units`` (``pixel`` for a Shack-Hartmann, ``1`` for a pyramid's normalised
+      signals), ``sensor``, ``grid_shape`` (rows, columns of that grid). A pyramid in
+      ``intensities`` mode has ``quadrant`` (``I1``..``I4``) instead of ``axis``;
+    - ``dm_command`` (stored ``(n_actuators, 1)`` for C consumers): dim ``actuator``, with
+      the coordinates ``x`` and ``y``: each actuator's column and row on the mirror's
+      actuator grid (integers); attrs ``units`` (``m of OPD``), ``grid_shape`` and
+      ``pitch_m`` (actuator spacing in the pupil, metres);
+    - ``frames`` and ``science``: dim ``field`` with the column names;
+    - ``psf``: ``y``, ``x`` in ``lambda / D`` from its centre.
+
+    Parameters
+    ----------
+    streams : dict of str to dao.shm
+        The loop's streams by role.
+    cal : dict
+        What :func:`dao.loop.calibrate` returned (geometry, ``psf_sampling``).
     """
     s = streams
     s["wfs_image"].set_labels(("y", "x"), name="wfs_image")
-    s["slopes"].set_labels(("slope",), name="slopes")
-    s["dm_command"].set_labels(("actuator",), attrs={"units": "m of OPD"}, name="dm_command")
+    n_axes, n_sub = s["slopes"].shape
+    axis, values = SLOPE_AXES[n_axes]
+    pyramid = cal["sensor"] == "pyramid"
+    s["slopes"].set_labels(
+        (axis, "subaperture"),
+        coords={axis: values, "x": ("subaperture", np.asarray(cal["subaperture_x"])),
+                "y": ("subaperture", np.asarray(cal["subaperture_y"]))},
+        attrs={"units": "1" if pyramid else "pixel", "sensor": str(cal["sensor"]),
+               "grid_shape": [int(v) for v in cal["subaperture_grid"]],
+               "description": ("x, y: column and row of the valid pixel in the pupil image"
+                               if pyramid else
+                               "x, y: column and row of the subaperture on the lenslet grid")},
+        name="slopes")
+    s["dm_command"].set_labels(
+        ("actuator",),
+        coords={"x": ("actuator", np.asarray(cal["actuator_x"])),
+                "y": ("actuator", np.asarray(cal["actuator_y"]))},
+        attrs={"units": "m of OPD", "grid_shape": [int(v) for v in cal["actuator_grid"]],
+               "pitch_m": float(cal["actuator_pitch"]),
+               "description": "x, y: column and row of the actuator on the mirror's grid"},
+        name="dm_command")
     s["frames"].set_labels(("field",), coords={"field": list(FRAMES_FIELDS)}, name="frames")
     s["science"].set_labels(("field",), coords={"field": list(SCIENCE_FIELDS)}, name="science")
     ny, nx = s["psf"].shape
-    s["psf"].set_labels(("y", "x"), coords={"y": (np.arange(ny) - ny // 2) / psf_sampling,
-                                            "x": (np.arange(nx) - nx // 2) / psf_sampling},
+    per = float(cal["psf_sampling"])
+    s["psf"].set_labels(("y", "x"), coords={"y": (np.arange(ny) - ny // 2) / per,
+                                            "x": (np.arange(nx) - nx // 2) / per},
                         attrs={"units": "Strehl", "coordinate_units": "lambda/D"}, name="psf")
 
 
@@ -217,11 +262,17 @@ class Slopes(Component):
 
     def allocate(self) -> None:
         self.estimator = slope_estimator(self.cal)
-        # the estimator's own output buffer (measure writes it), as the stream's (n, 1) shape;
-        # the first call loads the kernel
-        self._signal = self.estimator.measure(
-            np.zeros(self.wfs_image.shape, np.float32)).reshape(-1, 1)
         self.out = _open_output(self, "slopes")
+        # the estimator's own output buffer (measure writes it), seen in the stream's shape
+        # ((2, n_subapertures): x slopes then y slopes, a view); the first call loads the kernel
+        signal = self.estimator.measure(np.zeros(self.wfs_image.shape, np.float32))
+        if signal.size != int(np.prod(self.out.shape)):
+            self.out.close()
+            raise ComponentError(
+                f"{self.name}: the estimator gives {signal.size} values a frame but the "
+                f"slopes stream {self.out.name!r} holds {self.out.shape}: recalibrate, or "
+                "remove that stream so that the loop makes it again")
+        self._signal = signal.reshape(self.out.shape)
 
     def release(self) -> None:
         self.out.close()

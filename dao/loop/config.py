@@ -20,10 +20,20 @@ Every key is optional; a file or dict updates :data:`DEFAULT_CONFIG` table by ta
     open_frames = 300
     settle_frames = 200
     closed_frames = 1600
-    [streams]       # stream names (the defaults get a per-loop suffix: see AOLoop)
+    [streams]       # stream names (the defaults get a per-loop suffix: see below)
     wfs_image = "wfs_image"
     [components]    # component names and classes
     camera = { name = "bench", class = "dao.loop.components:BenchCamera" }
+
+Streams: :class:`dao.loop.AOLoop` creates the loop's streams in the standard stream folder
+(``$DAO_SHM_DIR``, default ``/tmp``: what ``dao ls`` lists and where ``dao.shm(name)`` and the
+DAO C library look for a bare name). A name set in ``[streams]`` is used exactly as given,
+for other processes to find (``dao watch my_slopes``); a name left at its default gets a
+suffix unique to the loop (``slopes_3f9a0c``), so that several loops can run at once (stream
+semaphores are named machine-wide). Likewise each component's timing stream is
+``<component name>_timing`` for a component named in ``[components]``, and
+``<default name>_timing_<suffix>`` otherwise. A loop refuses to start on a name that a live
+process (another loop) writes.
 """
 
 from __future__ import annotations
@@ -141,6 +151,7 @@ def load_loop_config(source: str | os.PathLike | dict | None = None,
     if sensor not in SENSORS:
         raise ValueError(f"sensor {sensor!r} is not simulated by the bench: use one of "
                          f"{', '.join(SENSORS)}")
+    _check_stream_names(cfg["streams"])
     if int(cfg["bench"]["n_subap"]) < 2:
         raise ValueError(f"bench.n_subap must be at least 2, not {cfg['bench']['n_subap']}")
     for table, key, low in _LOWER_BOUNDS:
@@ -191,6 +202,20 @@ def _check_keys(cfg: dict[str, Any]) -> None:
         if bad:
             raise ValueError(f"unknown key(s) {sorted(bad)} in [{table}] of the loop config: "
                              f"use {', '.join(sorted(known))}")
+
+
+def _check_stream_names(names: dict[str, Any]) -> None:
+    """Refuse a stream name that is not a plain name, or one given to two streams."""
+    seen: dict[str, str] = {}
+    for role, name in names.items():
+        if not isinstance(name, str) or not name or "/" in name or name.strip() != name:
+            raise ValueError(f"streams.{role} = {name!r} is not a stream name: give a plain "
+                             "name such as \"my_slopes\" (no folder: the loop's streams are in "
+                             "$DAO_SHM_DIR, default /tmp)")
+        if name in seen:
+            raise ValueError(f"streams.{seen[name]} and streams.{role} are both {name!r}: give "
+                             "each stream its own name")
+        seen[name] = role
 
 
 def bench_arguments(cfg: dict[str, Any]) -> dict[str, Any]:

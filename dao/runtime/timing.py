@@ -17,7 +17,8 @@ import numpy as np
 
 from dao.streams.frames import Frames
 
-__all__ = ["TIMING_FIELDS", "percentiles", "summary", "frame_times", "pipeline_latency"]
+__all__ = ["TIMING_FIELDS", "percentiles", "summary", "frame_times", "stage_latencies",
+           "pipeline_latency"]
 
 #: Rows of a ``<name>_timing`` record (int64; see :mod:`dao.runtime.component`): the trigger
 #: input's counter, processing start and end (ns of CLOCK_REALTIME), the source frame id.
@@ -43,6 +44,35 @@ def frame_times(frames: Frames) -> dict[int, int]:
     return dict(zip(frames.cnt2.tolist(), frames.time_ns.tolist(), strict=True))
 
 
+def stage_latencies(source: Mapping[int, int], stages: Sequence[tuple[str, Frames]]
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-frame latency of each hop of a pipeline, matched by source frame id.
+
+    Parameters
+    ----------
+    source : mapping of int to int
+        ``{frame id: time in ns}`` of the source.
+    stages : sequence of (str, Frames)
+        The streams downstream, in pipeline order, with name (see :func:`pipeline_latency`).
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        The source frame ids that every stage saw, in order.
+    hops : dict of str to numpy.ndarray
+        Latency in s of each of those frames: ``"<a>_to_<b>"`` per hop (the source is
+        ``"source"``) and ``"total"`` from the source to the last stage.
+    """
+    times = [frame_times(f) for _, f in stages]
+    done = sorted(set(source).intersection(*times))
+    t = [np.array([source[f] for f in done], np.int64)]
+    t += [np.array([ts[f] for f in done], np.int64) for ts in times]
+    names = ["source", *[name for name, _ in stages]]
+    hops = {f"{names[i - 1]}_to_{names[i]}": (t[i] - t[i - 1]) * 1e-9 for i in range(1, len(t))}
+    hops["total"] = (t[-1] - t[0]) * 1e-9
+    return np.array(done, np.int64), hops
+
+
 def pipeline_latency(source: Mapping[int, int], stages: Sequence[tuple[str, Frames]],
                      prefix: str = "latency") -> dict[str, Any]:
     """Latency of each stage of a pipeline, matched by source frame id.
@@ -65,16 +95,12 @@ def pipeline_latency(source: Mapping[int, int], stages: Sequence[tuple[str, Fram
         source is ``a`` = "source" unless named otherwise by the caller), ``{prefix}_samples``:
         the source frames seen by every stage.
     """
-    times = [frame_times(f) for _, f in stages]
-    done = sorted(set(source).intersection(*times))
     ids = sorted(source)
     span = (source[ids[-1]] - source[ids[0]]) * 1e-9 if ids else 0.0
     out: dict[str, Any] = {"rate_hz": (len(ids) - 1) / span if span > 0 else float("nan")}
-    t = [np.array([source[f] for f in done], np.int64)]
-    t += [np.array([ts[f] for f in done], np.int64) for ts in times]
-    out.update(summary(prefix, (t[-1] - t[0]) * 1e-9))
-    names = ["source", *[name for name, _ in stages]]
-    for i in range(1, len(t)):
-        out.update(summary(f"{prefix}_{names[i - 1]}_to_{names[i]}", (t[i] - t[i - 1]) * 1e-9))
+    done, hops = stage_latencies(source, stages)
+    out.update(summary(prefix, hops.pop("total")))
+    for hop, seconds in hops.items():
+        out.update(summary(f"{prefix}_{hop}", seconds))
     out[f"{prefix}_samples"] = len(done)
     return out

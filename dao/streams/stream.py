@@ -413,7 +413,8 @@ def _remove_semaphores(base: str) -> None:
 
 #: Seconds since its last write under which :func:`remove_dead` keeps a dead-owned stream.
 RECENT_WRITE_S = 10.0
-#: Name prefix of the private stream folders of :class:`dao.loop.AOLoop`.
+#: Name prefix of the private folders of :class:`dao.loop.AOLoop` (``calibration.npz``;
+#: older versions kept the loop's streams there too, now in ``$DAO_SHM_DIR``).
 LOOP_FOLDER_PREFIX = "daoloop"
 
 
@@ -444,8 +445,8 @@ def dead_streams(
     directory : str, optional
         Folder of streams to look at; default ``$DAO_SHM_DIR`` (``/tmp``). Streams of this
         user elsewhere are found through dao's owner files (``/dev/shm/dao.<base>.owner``):
-        those of a killed :class:`dao.loop.AOLoop`, say, in its private ``/tmp/daoloop*``
-        folder.
+        those made with another ``$DAO_SHM_DIR``, say (or in the private ``/tmp/daoloop*``
+        folder of a killed :class:`dao.loop.AOLoop` of an older version).
     outside : bool
         Only the streams outside ``directory``.
 
@@ -513,12 +514,12 @@ def remove_dead(
     """Remove what processes that died (SIGKILL, a crash) or exited left behind.
 
     - the streams of :func:`dead_streams`: those of ``directory``, and those of this user
-      elsewhere known from dao's owner files (a killed AOLoop's ``daoloop*`` folder, say)
+      elsewhere known from dao's owner files (those of another ``$DAO_SHM_DIR``, say)
       whose last dao writer is gone (a normal exit counts too) and that no live process
       writes or reads (on a claimed semaphore), with their semaphores, owner, claim and labels
       files; unless ``force``, those written (or created) in the last
       :data:`RECENT_WRITE_S` seconds stay, since a DAO C-library process may write them;
-    - an AOLoop's private folder (``daoloop*``) that this left empty but for its
+    - an older AOLoop's private stream folder (``daoloop*``) that this left empty but for its
       ``calibration.npz`` and temporary or labels files of streams;
     - anywhere, the semaphores, owner and claim files of this user whose stream file is gone
       and whose last writer died;

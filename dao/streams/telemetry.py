@@ -81,7 +81,10 @@ class _NetCDFSink:
             g.dimensions = {"frame": None, **dict(zip(spec["dims"], shape, strict=True))}
             v = g.create_variable(spec["name"] or name, ("frame", *spec["dims"]), s.dtype,
                                   chunks=(_chunk_frames(shape, s.dtype.itemsize), *shape))
-            v.attrs["coordinates"] = "cnt0 cnt2 time"
+            # the frame's metadata and the labels' non-dimension coordinates (x, y of
+            # actuators or subapertures) are coordinates of the data when read back
+            aux = [c for c in spec["coords"] if c not in spec["dims"]]
+            v.attrs["coordinates"] = " ".join(["cnt0", "cnt2", "time", *aux])
             v.attrs["stream"] = s.path
             for k, val in spec["attrs"].items():
                 v.attrs[k] = val

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from dao.loop import REPORT_KEYS, AOLoop, format_report, load_loop_config, run_loop
-from dao.testing import child_environment
+from dao.testing import child_environment, temporary_stream_dir, unique_name
 
 SHORT = {"run": {"open_frames": 200, "settle_frames": 150, "closed_frames": 800}}
 
@@ -40,7 +40,10 @@ def _gone(pids) -> bool:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     path = tmp_path_factory.mktemp("loop") / "telemetry.nc"
-    return run_loop(SHORT, telemetry=path)
+    with temporary_stream_dir() as folder:  # (module scope: before the test's own folder)
+        r = run_loop(SHORT, telemetry=path)
+        r["streams_left"] = os.listdir(folder)
+    return r
 
 
 def test_report_keys_and_strehl(report):
@@ -69,6 +72,7 @@ def test_processes_gone_and_streams_removed(report):
     assert len(report["pids"]) == 3
     assert report["processes_alive"] == []
     assert _gone(report["pids"])
+    assert report["streams_left"] == []
 
 
 def test_telemetry_file(report):
@@ -99,13 +103,17 @@ def test_config_validation(tmp_path):
     assert cfg["streams"]["wfs_image"] == "wfs_image"
 
 
-def test_demo_json_subprocess(tmp_path):
+def test_demo_json_subprocess(tmp_path, stream_dir):
     """``dao demo --json`` with a config file renaming streams and components, 10x10."""
     conf = tmp_path / "loop.toml"
+    # configured names are used exactly, and stream semaphores are named machine-wide:
+    # names no other test run uses
+    cam, dm, rtc = unique_name("cam"), unique_name("dm"), unique_name("rtc")
     conf.write_text(
         '[bench]\nn_subap = 10\n[run]\nopen_frames = 100\nsettle_frames = 100\n'
-        '[streams]\nwfs_image = "cam0"\ndm_command = "dm0"\n'
-        '[components]\ncontroller = { name = "rtc", class = "dao.loop.components:Controller" }\n'
+        f'[streams]\nwfs_image = "{cam}"\ndm_command = "{dm}"\n'
+        f'[components]\ncontroller = {{ name = "{rtc}", '
+        'class = "dao.loop.components:Controller" }\n'
     )
     tel = tmp_path / "t.nc"
     env = child_environment()
@@ -122,6 +130,7 @@ def test_demo_json_subprocess(tmp_path):
     assert r["strehl_closed"] >= 5 * r["strehl_open"]
     assert r["telemetry"] == str(tel) and tel.exists()
     assert _gone(r["pids"])
+    assert os.listdir(stream_dir) == []  # the loop's streams (in $DAO_SHM_DIR) removed
 
 
 @pytest.mark.slow
@@ -148,7 +157,7 @@ def test_loop_stays_closed_without_drift():
     assert np.abs(cmd).max() < 0.5 * 10e-6  # well inside the default 10 um stroke
 
 
-def test_aoloop_live_gain_science_and_cleanup(tmp_path):
+def test_aoloop_live_gain_science_and_cleanup(tmp_path, stream_dir):
     """A running loop driven like a notebook does: gain changed live, histories read live."""
     ao = AOLoop({"bench": {"n_subap": 10}}, history=2048)
     assert "not started" in repr(ao)
@@ -158,10 +167,14 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
     try:
         folder, pids = ao.folder, [s["pid"] for s in ao.supervisor.status()]
         assert "running" in repr(ao) and ao.gain == 0.0
-        # vectors are (n, 1): the DAO C library's opener refuses 1-D streams
+        # vectors are (n, 1): the DAO C library's opener refuses 1-D streams; the slopes are
+        # (2, n_subapertures): the x slopes, then the y slopes
         n_act = ao.calibration["n_actuators"]
         assert ao.streams["dm_command"].shape == (n_act, 1)
-        assert ao.streams["slopes"].shape == (ao.calibration["n_slopes"], 1)
+        assert ao.streams["slopes"].shape == (2, ao.calibration["n_slopes"] // 2)
+        assert ao.calibration["slopes_shape"] == ao.streams["slopes"].shape
+        # in the standard stream folder ($DAO_SHM_DIR), where dao ls and C programs look
+        assert {os.path.dirname(s.path) for s in ao.streams.values()} == {stream_dir}
         q_open = ao.expose(200)
         ao.gain = 0.5
         assert ao.client("controller").query("gain") == "0.5"  # the process has it
@@ -201,6 +214,7 @@ def test_aoloop_live_gain_science_and_cleanup(tmp_path):
     finally:
         ao.close()
     assert not os.path.exists(folder)
+    assert os.listdir(stream_dir) == []  # the loop's streams, labels and timing streams
     from dao.streams.telemetry import open_recording
 
     rec = open_recording(path)
@@ -220,23 +234,27 @@ def test_pyramid_loop_closes(tmp_path):
     assert r["late_frames"] == 0
 
 
-def test_two_loops_run_at_once():
+def test_two_loops_run_at_once(stream_dir):
     """Stream semaphores are named machine-wide: default names get a per-loop suffix."""
     with AOLoop(n_subap=6, history=256) as a, AOLoop(n_subap=6, history=256) as b:
         assert a.config["streams"]["wfs_image"] != b.config["streams"]["wfs_image"]
         assert a.config["streams"]["wfs_image"].startswith("wfs_image_")
+        assert set(a.timing_streams.values()).isdisjoint(b.timing_streams.values())
         a.wait(50)
         b.wait(50)
         assert a.streams["wfs_image"].path != b.streams["wfs_image"].path
+        assert os.path.dirname(a.streams["wfs_image"].path) == stream_dir
+        b.close()  # one closed: the other's streams stay and it runs on
+        assert len([f for f in os.listdir(stream_dir) if f.endswith(".im.shm")]) == 9
+        a.wait(50)
+    assert os.listdir(stream_dir) == []
 
 
-def test_demo_stops_cleanly_on_sigterm(tmp_path):
+def test_demo_stops_cleanly_on_sigterm(tmp_path, stream_dir):
     """SIGTERM (or Ctrl-C) during ``dao demo``: exit 130, no process or stream left behind."""
-    import glob
     import signal
 
-    before = set(glob.glob("/tmp/daoloop*"))
-    env = child_environment()
+    env = child_environment(TMPDIR=str(tmp_path))  # the loop's private folder goes there
     p = subprocess.Popen([sys.executable, "-m", "dao.cli", "demo", "--size", "6", "--frames",
                           "100000", "--telemetry", ""], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
@@ -249,18 +267,17 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path):
     finally:
         p.kill()
     assert p.returncode == 130 and "interrupted" in err
-    assert set(glob.glob("/tmp/daoloop*")) <= before
+    assert not list(tmp_path.glob("daoloop*"))
+    assert os.listdir(stream_dir) == []
 
 
-def test_a_failed_start_leaves_nothing_behind():
+def test_a_failed_start_leaves_nothing_behind(stream_dir):
     """A slopes process that cannot reach Idle (a component without the loop's streams):
-    start() raises, no folder or process left."""
-    import glob
-
-    before = set(glob.glob("/tmp/daoloop*"))
+    start() raises, no folder, stream or process left."""
     ao = AOLoop({"bench": {"n_subap": 6},
                  "components": {"slopes": {"name": "slopes", "class": "dao.examples:Relay"}}})
     with pytest.raises(Exception, match="slopes"):
         ao.start()
-    assert not ao.running and set(glob.glob("/tmp/daoloop*")) <= before
+    assert not ao.running and ao.folder and not os.path.exists(ao.folder)
+    assert os.listdir(stream_dir) == []
     assert not any(s["alive"] for s in ao.supervisor.status())  # the controller had started

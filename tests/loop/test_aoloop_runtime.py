@@ -105,7 +105,7 @@ def _loop_processes(tag: str) -> list[int]:
     return out
 
 
-def test_close_while_starting_leaves_no_process(monkeypatch):
+def test_close_while_starting_leaves_no_process(monkeypatch, stream_dir):
     """close() during start(wait=False) cancels the start: no component process is left
     running, none is started after close() returned, and the start's status fails."""
     from dao.runtime import Supervisor
@@ -133,3 +133,4 @@ def test_close_while_starting_leaves_no_process(monkeypatch):
     assert len(procs) == 1 and procs[0].poll() is not None  # the one started: stopped
     assert _loop_processes(ao._tag) == []  # and no other (ps)
     assert not os.path.exists(ao.folder)
+    assert os.listdir(stream_dir) == []  # its streams too

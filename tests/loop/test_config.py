@@ -16,6 +16,10 @@ from dao.loop import DEFAULT_CONFIG, load_loop_config
     ({"run": {"history_frames": -1}}, "run.history_frames must be .* at least 0"),
     ({"controller": {"gain": "0.4"}}, "controller.gain must be a number"),
     ({"run": {"command_timeout": 0}}, "run.command_timeout"),
+    ({"streams": {"slopes": "/tmp/s"}}, r"streams.slopes = '/tmp/s' is not a stream name"),
+    ({"streams": {"slopes": ""}}, "streams.slopes = '' is not a stream name"),
+    ({"streams": {"slopes": "s", "dm_command": "s"}},
+     "streams.slopes and streams.dm_command are both 's'"),
 ])
 def test_bad_keys_and_values_are_refused_with_the_key_named(config, message):
     with pytest.raises(ValueError, match=message):
