@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 #: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
-PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5}
+PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5}
 
 
 # -- running -------------------------------------------------------------------------------
@@ -174,7 +174,40 @@ def check_02(nb, kernel) -> None:
     assert open_rms > 1 and closed_rms < open_rms / 2, (open_rms, closed_rms)
 
 
-CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02)}
+CHECK_03 = """
+import json
+trend = dash.trend
+print(json.dumps({"frame": trend.frame.values.tolist(), "strehl": trend.strehl.values.tolist(),
+                  "gain_log": [[int(f), float(g)] for f, g in ao.gain_log],
+                  "stages": {k: len(v) for k, v in dash.latencies.items()},
+                  "kinds": {k: v.kind for k, v in dash.views.items()},
+                  "strehl_by_gain": {str(k): v for k, v in strehl.items()},
+                  "sources": len(dash._pump.sources)}))
+"""
+
+
+def check_03(nb, kernel) -> None:
+    """The dashboard: its Strehl trend rises once the loop is closed, its latency histograms
+    have the three stages, its views draw the slopes and the DM on their grids, and closing
+    it left the kernel's pump."""
+    frame, strehl = np.array(kernel["frame"]), np.array(kernel["strehl"])
+    assert len(frame) > 100 and (np.diff(frame) > 0).all()
+    closed_at = kernel["gain_log"][1][0]  # the first closing, at gain 0.3
+    assert kernel["gain_log"][1][1] == 0.3
+    before, after = strehl[frame < closed_at], strehl[frame > closed_at + 300]
+    assert len(before) > 5 and len(after) > 50
+    assert np.median(after) > 3 * np.median(before), (np.median(before), np.median(after))
+    assert set(kernel["stages"]) == {"camera_to_slopes", "slopes_to_command",
+                                     "camera_to_command"}
+    assert min(kernel["stages"].values()) > 100
+    assert kernel["kinds"] == {"wfs_image": "image", "slopes": "grid", "dm_command": "grid",
+                               "psf": "image"}
+    assert kernel["strehl_by_gain"]["0.5"] > kernel["strehl_by_gain"]["0.1"] > 0.05
+    assert kernel["sources"] == 0
+
+
+CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),
+          "03_tune_the_loop": (CHECK_03, check_03)}
 
 
 # -- the tests -------------------------------------------------------------------------------
