@@ -19,7 +19,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 #: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
-PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5}
+PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5,
+         "04_fifo_histories": 1.5}
 
 
 # -- running -------------------------------------------------------------------------------
@@ -206,8 +207,37 @@ def check_03(nb, kernel) -> None:
     assert kernel["sources"] == 0
 
 
+CHECK_04 = """
+import json
+hv.position = 1000
+print(json.dumps({"aligned": {k: int(v.cnt2) for k, v in hv.frames.items()},
+                  "worst": worst, "saved": saved.frames,
+                  "rms_max": float(rms.max()), "rms_median": float(rms.median()),
+                  "selection_dims": list(hv.selection.dims),
+                  "selection_frames": int(hv.selection.sizes["frame"])}))
+"""
+
+
+def check_04(nb, kernel) -> None:
+    """The spectra: frequencies up to the simulated Nyquist frequency, more power at low
+    than at high frequency in the best-seen mode; streams aligned by frame id; the saved
+    stretch holds 100 frames of every stream around the worst frame."""
+    lines = plotted_columns(cell_outputs(nb, "welch_psd(modes"))
+    assert len(lines) == 3
+    for line in lines:
+        f, p = np.asarray(line["x"], float), np.asarray(line["y"], float)
+        assert f[0] > 0 and 490 < f[-1] <= 500 and (np.diff(f) > 0).all()
+        assert np.isfinite(p).all() and (p > 0).all()
+    f, p0 = (np.asarray(lines[0][k], float) for k in ("x", "y"))
+    assert p0[f < 20].mean() > 10 * p0[f > 200].mean()  # a closed loop's residual: red
+    assert len(set(kernel["aligned"].values())) == 1  # one frame id across the streams
+    assert kernel["saved"]["wfs_image"] == 100 and kernel["saved"]["slopes"] >= 100
+    assert kernel["rms_max"] > 1.2 * kernel["rms_median"]
+    assert kernel["selection_dims"] == ["frame"] and kernel["selection_frames"] > 1000
+
+
 CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),
-          "03_tune_the_loop": (CHECK_03, check_03)}
+          "03_tune_the_loop": (CHECK_03, check_03), "04_fifo_histories": (CHECK_04, check_04)}
 
 
 # -- the tests -------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ def calibrate(cfg: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``n_actuators``, ``n_slopes``, ``slopes_shape`` (``(n_axes, n_subapertures)``),
+        ``n_actuators``, ``n_slopes``, ``interaction_matrix`` (``(n_slopes, n_actuators)``
+        float32, slopes per metre of OPD), ``control_matrix`` (``(n_actuators, n_slopes)``),
+        ``slopes_shape`` (``(n_axes, n_subapertures)``),
         ``wfs_shape``, ``psf_shape`` and ``psf_sampling`` (science camera pixels per
         ``lambda / D``), ``n_modes``, ``condition_number``, ``budget``
         (:meth:`dao.hw.SimulatedBench.error_budget` at the science wavelength), ``seconds``
@@ -77,6 +79,7 @@ def calibrate(cfg: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
              interaction_matrix=im.astype(np.float32), stroke=bench.mirror.stroke[1],
              **geometry, **positions)
     return {"n_actuators": bench.n_actuators, "n_slopes": im.shape[0],
+            "interaction_matrix": im.astype(np.float32), "control_matrix": cm.matrix,
             "slopes_shape": (im.shape[0] // n_sub, n_sub), "sensor": bench.sensor,
             **positions, "subaperture_grid": tuple(bench.wfs.valid.shape),
             "actuator_grid": tuple(bench.mirror.valid.shape),
