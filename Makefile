@@ -15,6 +15,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python $(SRC)
 	$(BIN)/python -m pip install -q -e '.[test,notebook]'
+	# an editable install skips data files: enable the Jupyter server extension by hand
+	install -D -m 644 dao/widgets/dao.json $(VENV)/etc/jupyter/jupyter_server_config.d/dao.json
 	touch $@
 
 sysdeps:

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 #: Units for which a smaller value is better.
-LOWER_IS_BETTER = {"s", "ms", "us", "ns", "cycles"}
+LOWER_IS_BETTER = {"s", "ms", "us", "ns", "cycles", "msg/s"}
 
 
 def emit(name: str, value: float, unit: str, baseline: float, **extra) -> dict:

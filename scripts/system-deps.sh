@@ -12,7 +12,10 @@ need "command -v make" make
 need "$PY -m venv --help" python3-venv
 need "test -f \"\$($PY -c 'import sysconfig; print(sysconfig.get_paths()[\"include\"])')/Python.h\"" python3-dev
 if [ "${1:-build}" = test ]; then
-    :
+    # the widget tests drive JupyterLab in headless Chromium (dao.widgets.testing): Debian's
+    # browser and driver, never a download
+    need "command -v chromium" chromium
+    need "command -v chromedriver" chromium-driver
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${want[*]}"

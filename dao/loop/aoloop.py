@@ -92,6 +92,10 @@ def _release(owned: dict, streams: dict, folder: str) -> None:
     if sup is not None:
         with contextlib.suppress(Exception):
             sup.stop_all(timeout=5.0)
+    fwd = owned.pop("forwarder", None)
+    if fwd is not None:
+        with contextlib.suppress(Exception):
+            fwd.stop()
     for s in streams.values():
         with contextlib.suppress(Exception):
             s.close()
@@ -195,6 +199,9 @@ class AOLoop:
         The name of each component's timing stream, by role (after :meth:`start`).
     supervisor : dao.Supervisor
         The supervisor of the component processes (after :meth:`start`).
+    log_address : str
+        Where the components' log records can be read (the backend of this loop's log bus,
+        a :class:`dao.runtime.logbus.LogSubscriber` address; after :meth:`start`).
     gain_log : list of (int, float)
         ``(frame, gain)`` of every gain change.
 
@@ -236,6 +243,7 @@ class AOLoop:
         self.folder = ""
         self.stream_dir = ""
         self.timing_streams: dict[str, str] = {}
+        self.log_address = ""
         self._tag = ""
 
     # -- life cycle ------------------------------------------------------------------------
@@ -406,12 +414,21 @@ class AOLoop:
         }
         for k in ROLES:
             spec[k]["streams"]["timing"] = self.timing_streams[k]
+            if int(run.get("priority", 0)) > 0:  # SCHED_FIFO for the processing threads
+                spec[k]["priority"] = min(99, int(run["priority"]))
         env = {"DAO_SHM_DIR": self.stream_dir}  # the components find the streams by name
+        # the components' log records, gathered on a log bus of this loop (loopback, any port)
+        from dao.runtime.logbus import LogForwarder
+
+        fwd = self._owned["forwarder"] = LogForwarder("tcp://127.0.0.1:*",
+                                                      "tcp://127.0.0.1:*").start()
+        self.log_address = fwd.backend
         sup = self.supervisor = self._owned["supervisor"] = Supervisor(
             {"component": [{"name": comps[k]["name"], "class": comps[k]["class"],
                             "state": "Idle", "args": spec[k], "env": env,
                             "log_level": "WARNING"} for k in ROLES]},
             ready_timeout=float(run["ready_timeout"]), command_timeout=10.0)
+        sup.log_bus = fwd.frontend
         self._running = True
         self._phase(0.6, "starting the components: "
                     + ", ".join(c["name"] for c in comps.values()))

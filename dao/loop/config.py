@@ -84,6 +84,9 @@ history_frames = 0      # frames kept in the stream histories (0: the whole run_
 command_timeout = 1.0   # s: the bench goes on without a command after this (a late frame)
 ready_timeout = 60.0    # s: longest start of a component process
 max_image_history_bytes = 67108864
+priority = 0            # SCHED_FIFO priority of the components' processing threads (1-99;
+                        # 0: the normal scheduler). Keeps a notebook or a browser on the same
+                        # machine from delaying the loop; needs root or CAP_SYS_NICE.
 
 [streams]
 wfs_image = "wfs_image"
@@ -167,6 +170,7 @@ _LOWER_BOUNDS = (
     ("run", "open_frames", 1), ("run", "settle_frames", 1), ("run", "closed_frames", 1),
     ("run", "history_frames", 0), ("run", "command_timeout", 1e-3),
     ("run", "ready_timeout", 1.0), ("run", "max_image_history_bytes", 1),
+    ("run", "priority", 0),
     ("science", "every", 1), ("science", "wavelength", 1e-9),
     ("calibration", "poke", 1e-12), ("calibration", "drop_modes", 0),
     ("controller", "gain", 0.0), ("controller", "leak", 0.0),

@@ -476,6 +476,7 @@ class ComponentPanel(w.VBox):
     def _build(self) -> None:
         self._title = w.HTML()
         self.state_label = w.HTML()
+        self.state_label.add_class("dao-panel-state")
         self.buttons: dict[str, w.Button] = {}
         for ev in Event:
             froms = [f"{s.value} → {n.value}" for (s, e), n in TRANSITIONS.items() if e is ev]
@@ -514,11 +515,13 @@ class ComponentPanel(w.VBox):
         self.log_view = w.HTML()
         self._events_box = w.HBox(list(self.buttons.values()),
                                   layout=w.Layout(flex_flow="row wrap"))
-        children = [self._title, self._events_box, self._error_box, self.status_label,
+        children = [w.HBox([self._title, self.state_label], layout=w.Layout(gap="12px")),
+                    self._events_box, self._error_box, self.status_label,
                     self.message_label, self._params_title, self._params_box,
                     w.HTML("<b>Log</b>"), self.log_view]
         self._widgets: list[w.Widget] = [
-            *children, *self.buttons.values(), self.recover_button, self.error_label,
+            *children, self._title, self.state_label, *self.buttons.values(),
+            self.recover_button, self.error_label,
             *self.controls.values(), *self._hints.values(), *self.notes.values(),
             *rows]
         super().__init__(children=children)

@@ -115,8 +115,13 @@ class LoopDashboard(w.VBox):
         self.gain_slider.observe(self._on_gain, names="value")
         controls = w.HBox([self.close_button, self.open_button, self.gain_slider,
                            self.loop_status])
+        for widget, css in ((self.gain_slider, "dao-gain"), (self.close_button, "dao-close-loop"),
+                            (self.open_button, "dao-open-loop"),
+                            (self.loop_status, "dao-loop-status")):
+            widget.add_class(css)  # for the page's tests and the user's styles
         # -- health, views, plots, panels ------------------------------------------------
         self.health = w.HTML()
+        self.health.add_class("dao-health")
         st = loop.streams
         self.views = {
             "wfs_image": StreamView(st["wfs_image"], colormap="gray", max_fps=fps, width=240,
@@ -138,13 +143,18 @@ class LoopDashboard(w.VBox):
             from dao.widgets.component_panel import ComponentPanel
 
             roles = ("camera", "slopes", "controller")
-            self.panels = {r: ComponentPanel(loop.client(r), pump=self._pump) for r in roles}
+            self.panels = {r: ComponentPanel(loop.client(r), pump=self._pump,
+                                             log_address=loop.log_address or None)
+                           for r in roles}
+            for r, panel in self.panels.items():
+                panel.add_class(f"dao-panel-{r}")
             acc = w.Accordion(children=[self.panels[r] for r in roles])
             for i, r in enumerate(roles):
                 acc.set_title(i, f"{r}: {cfg['components'][r]['name']}")
             acc.selected_index = None
             children.append(acc)
         super().__init__(children)
+        self.add_class("dao-dashboard")
         # -- events: health of every process, the controller's gain --------------------
         self._health_events = loop.subscribe(kinds=["health"])
         self._controller_events = loop.subscribe("controller", kinds=["parameter", "state"])

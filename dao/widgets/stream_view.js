@@ -58,7 +58,9 @@ function render({ model, el: root }) {
   slider.title = "frames back from the frame shown when frozen";
   const clear = el("button", "dao-view-clear", "Clear");
   clear.title = "remove the region and the cross";
-  bar.append(title, scale, autoLabel, vmin, vmax, cmap, freeze, back, slider, fwd, clear);
+  const bar2 = el("div", "dao-view-bar");
+  bar.append(title, freeze, back, slider, fwd, clear);
+  bar2.append(scale, autoLabel, vmin, vmax, cmap);
   const canvas = el("canvas", "dao-view-canvas");
   const status = el("div", "dao-view-status");
   const count = el("span", "dao-view-count", "0");
@@ -66,7 +68,7 @@ function render({ model, el: root }) {
   status.append("frame ", count, statusText);
   const region = el("div", "dao-view-region");
   const note = el("div", "dao-view-note");
-  root.append(bar, canvas, status, region, note);
+  root.append(bar, bar2, canvas, status, region, note);
 
   const ctx = canvas.getContext("2d");
   const off = document.createElement("canvas");
@@ -237,6 +239,7 @@ function render({ model, el: root }) {
     const { meta, data } = last;
     if (meta.shape.length === 2 && model.get("kind") !== "vector") drawImage(meta, data);
     else drawVector(meta, data);
+    root.style.width = `${Math.max(canvas.width, 300)}px`;  // the toolbars wrap to it
   }
 
   function showStatus(meta) {

@@ -20,6 +20,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
+from dao.widgets.kernel import ack_subshell, route_to_subshell
 from dao.widgets.layout import frame_layout
 from dao.widgets.pump import Pump, get_pump
 
@@ -33,7 +34,7 @@ def _palettes() -> dict[str, list[str]]:
 
     return {"viridis": list(p.Viridis256), "inferno": list(p.Inferno256),
             "magma": list(p.Magma256), "cividis": list(p.Cividis256),
-            "gray": list(p.Greys256[::-1]),
+            "gray": list(p.Greys256),
             "RdBu": list(p.interp_palette(p.RdBu11, 256))[::-1]}
 
 
@@ -162,6 +163,7 @@ class StreamView(anywidget.AnyWidget):
         self._acked = 0  # highest sequence number acknowledged
         self._shown = 0  # frames acknowledged (drawn)
         self._last_send = -math.inf
+        self._next_due = -math.inf
         self._last_cnt0 = -1  # counter of the last frame sent
         self._frozen_cnt0 = -1
         self._dirty = True
@@ -173,6 +175,9 @@ class StreamView(anywidget.AnyWidget):
         self.last_info = None
         self.region: dict[str, float] | None = None
         self.error = ""
+        # the browser's acknowledgements are handled in a kernel subshell: cells may run
+        self._subshell = ack_subshell()
+        route_to_subshell(self, self._subshell)
         self.on_msg(self._on_msg)
         self.observe(self._mark_dirty, names=["roi", "offset", "frozen"])
         self._started = False
@@ -257,7 +262,7 @@ class StreamView(anywidget.AnyWidget):
             return self._send_frozen(cnt)
         if cnt == self._last_cnt0 and not self._dirty:
             return 0
-        if now - self._last_send < 1.0 / self.max_fps or cnt == 0:
+        if now < self._next_due or cnt == 0:
             return 0
         data = s.get_data(out=self._buf)
         info = s.last_read
@@ -304,6 +309,8 @@ class StreamView(anywidget.AnyWidget):
         self._seq += 1
         self._dirty = False
         self._last_send = now
+        # paced on a schedule, not from the last send: the pump's ticks do not slow it down
+        self._next_due = max(self._next_due + 1.0 / self.max_fps, now)
         self._last_cnt0 = info.cnt0 if not self.frozen else self._last_cnt0
         self.last_frame = np.array(data, copy=True)
         self.last_info = info
@@ -317,6 +324,7 @@ class StreamView(anywidget.AnyWidget):
             "display_hz": self._display_rate.rate(now), "skipped": self.frames_skipped,
             "frozen": bool(self.frozen), "back": int(self.offset) if self.frozen else 0,
         }, buffers=[img.tobytes()])
+        route_to_subshell(self, self._subshell)
         return 1
 
     def pump_failed(self, exc: BaseException) -> None:
