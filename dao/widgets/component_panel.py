@@ -515,7 +515,7 @@ class ComponentPanel(w.VBox):
         self.log_view = w.HTML()
         self._events_box = w.HBox(list(self.buttons.values()),
                                   layout=w.Layout(flex_flow="row wrap"))
-        children = [w.HBox([self._title, self.state_label], layout=w.Layout(gap="12px")),
+        children = [w.HBox([self._title, self.state_label]),
                     self._events_box, self._error_box, self.status_label,
                     self.message_label, self._params_title, self._params_box,
                     w.HTML("<b>Log</b>"), self.log_view]
