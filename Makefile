@@ -27,7 +27,8 @@ demo: $(VENV)/.installed
 
 test: sysdeps $(VENV)/.installed
 	$(BIN)/ruff check dao hw tests benchmarks
-	$(BIN)/python -m pytest
+	# screenshots of the browser tests (the dashboard, the live view) are kept in test-artifacts/
+	DAO_TEST_ARTIFACTS=$(CURDIR)/test-artifacts $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check dao hw tests benchmarks
