@@ -216,6 +216,11 @@ class LoopDashboard(w.VBox):
 
     # -- the pump's side -------------------------------------------------------------------
     def pump_tick(self, now: float, budget: int) -> int:
+        if not self.loop.running or not self.loop.streams:  # closed under the dashboard
+            self._pump.remove(self)
+            self.loop_status.value = ("<span style='color:#b00'>the loop was closed: the "
+                                      "dashboard stopped</span>")
+            return 1
         sent = 0
         for ev in self._controller_events.drain():
             if ev.get("kind") == "parameter" and ev.get("name") == "gain":

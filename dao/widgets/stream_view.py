@@ -249,6 +249,11 @@ class StreamView(anywidget.AnyWidget):
     # -- the pump's side -------------------------------------------------------------------
     def pump_tick(self, now: float, budget: int) -> int:
         s = self.stream
+        if s.closed:  # its owner closed it (a loop closed before its dashboard, say)
+            self.error = "the stream was closed: this view stopped"
+            self.stop()
+            self.send({"type": "note", "text": self.error})
+            return 1
         cnt = s.get_counter()
         self._source_rate.add(now, cnt)
         in_flight = self._seq - self._acked
@@ -359,6 +364,8 @@ class StreamView(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         s = self.stats()
-        return (f"<StreamView {self.stream.name} ({self.kind}): {s['frames_shown']} frames "
+        stream = self.stream
+        name = "closed stream" if stream.closed else stream.name
+        return (f"<StreamView {name} ({self.kind}): {s['frames_shown']} frames "
                 f"shown, {s['display_rate_hz']:.0f} of {s['source_rate_hz']:.0f} frames/s>")
 

@@ -86,3 +86,20 @@ def test_a_stopped_loop_is_refused(tmp_path):
     ao = AOLoop(n_subap=4)
     with pytest.raises(RuntimeError, match="start it first"):
         LoopDashboard(ao)
+
+
+def test_a_loop_closed_under_its_dashboard_stops_it(frontend):
+    pump = Pump()
+    ao = AOLoop(n_subap=4).start()
+    try:
+        dash = LoopDashboard(ao, pump=pump, panels=False)
+        for v in dash.views.values():
+            frontend(v)
+        wait_for(lambda: all(v.stats()["frames_shown"] for v in dash.views.values()),
+                 timeout=30, what="a frame in every view")
+    finally:
+        ao.close()
+    wait_for(lambda: not pump.running, timeout=10, what="the pump to stop")
+    assert "the loop was closed" in dash.loop_status.value
+    assert pump.stats()["errors"] == 0
+    dash.close()  # still fine afterwards

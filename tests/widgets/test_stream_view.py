@@ -156,3 +156,16 @@ def test_bad_input_is_refused_with_a_reason(name):
         StreamView(s, kind="grid", start=False)
     with pytest.raises(FileNotFoundError):
         StreamView(name + "_none", start=False)
+
+
+def test_a_stream_closed_under_its_view_stops_the_view(name, frontend):
+    pump = Pump()
+    s = dao.shm(name, np.zeros((4, 4), np.float32), depth=4)
+    view = StreamView(s, pump=pump)
+    fe = frontend(view)
+    s.set_data(np.ones((4, 4), np.float32))
+    wait_for(lambda: fe.frames, timeout=5)
+    s.close()  # its owner closes it (a loop closed before its dashboard)
+    wait_for(lambda: fe.notes, timeout=5)
+    assert "closed" in fe.notes[-1] and not view.running
+    assert pump.stats()["errors"] == 0 and "closed stream" in repr(view)
