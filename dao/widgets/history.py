@@ -400,23 +400,13 @@ class _Panel:
 def _kind(da: Any) -> tuple[str, Any]:
     """How a history's frames are drawn, as :func:`dao.widgets.layout.frame_layout` decides
     for a stream: ``"grid"`` (with its layout), ``"vector"`` or ``"image"``."""
-    from dao.widgets.layout import MAX_SERIES, _grid_dim, _grid_layout
+    from dao.widgets.layout import layout_for
 
-    spec = _spec(da)
-    dims = tuple(spec["dims"])
     shape = tuple(da.shape[1:])
     if len(shape) == 0:
         return "vector", None
-    gdim = _grid_dim(spec)
-    if gdim is not None:
-        return "grid", _grid_layout(spec, dims, shape, gdim)
-    if len(shape) == 1 or (len(shape) == 2 and dims != ("y", "x") and shape[0] <= MAX_SERIES
-                           and "x" not in dims):
-        return "vector", None
-    if len(shape) > 3:
-        raise ValueError(f"{da.name!r} has {len(shape)}-D frames: the view draws 1-D to 3-D "
-                         "frames; select a part, e.g. da.isel(...)")
-    return "image", None
+    lay = layout_for(_spec(da), shape, name=str(da.name))
+    return lay.kind, (lay if lay.kind == "grid" else None)
 
 
 def _value_label(da: Any, dim: str, i: int) -> str:
@@ -971,21 +961,30 @@ class HistoryView(LoadsBokeh, w.VBox):
                 ny, nx = layout.shape
             else:
                 ny, nx = da.shape[-2], da.shape[-1]
-            height = int(max(160, min(480, size * ny / max(nx, 1))))
-            fig = figure(width=size, height=height + 40, tools=tools,
-                         x_range=(0, nx), y_range=(0, ny), match_aspect=True,
+            # square pixels: the plotting area itself is sized (axes and colour bar beside it)
+            frame_w = size - 90
+            frame_h = int(frame_w * ny / max(nx, 1))
+            if frame_h > 400:
+                frame_w, frame_h = int(frame_w * 400 / frame_h), 400
+            what = "grid" if kind == "grid" else "pixel"
+            fig = figure(frame_width=max(60, frame_w), frame_height=max(40, frame_h),
+                         tools=tools, x_range=(0, nx), y_range=(0, ny),
+                         x_axis_label=f"x ({what})", y_axis_label=f"y ({what})",
                          tooltips=[("x", "$x{0}"), ("y", "$y{0}"), ("value", "@img")])
             mapper = LinearColorMapper(palette=Viridis256, nan_color=(0, 0, 0, 0))
             source = ColumnDataSource({"img": [np.full((ny, nx), np.nan, np.float32)]})
             fig.image(image="img", x=0, y=0, dw=nx, dh=ny, source=source,
                       color_mapper=mapper)
-            fig.add_layout(ColorBar(color_mapper=mapper, width=8), "right")
+            fig.add_layout(ColorBar(color_mapper=mapper, width=8, title=units or None),
+                           "right")
             fig.grid.visible = False
             marker = ColumnDataSource({"x": [np.nan], "y": [np.nan]})
             fig.scatter("x", "y", source=marker, marker="square_x", size=12,
                         fill_alpha=0, line_color="#d62728", line_width=2)
             panel = _Panel(name, kind, fig, source, marker, [], layout, (ny, nx))
         panel.title = f"{name} ({kind})"
+        if kind == "grid" and layout is not None and layout.series:
+            panel.title = f"{name}: {' | '.join(layout.series)} maps"
         fig.title.text = panel.title
         fig.on_event(Tap, lambda event, name=name: self._on_tap(name, event))
         return panel

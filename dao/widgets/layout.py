@@ -21,7 +21,7 @@ import numpy as np
 
 from dao.streams.labels import get_labels, labelled_shape
 
-__all__ = ["FrameLayout", "frame_layout", "KINDS"]
+__all__ = ["FrameLayout", "frame_layout", "layout_for", "KINDS"]
 
 #: The ways of drawing a frame.
 KINDS = ("image", "grid", "vector")
@@ -107,14 +107,22 @@ def frame_layout(stream, kind: str | None = None, plane: int = 0) -> FrameLayout
         An unknown ``kind``, ``"grid"`` for a stream whose labels place no element on a grid,
         or ``"image"`` for a 1-D frame.
     """
+    spec = get_labels(stream)
+    return layout_for(spec, labelled_shape(stream, spec), kind, plane, stream.name)
+
+
+def layout_for(spec: dict[str, Any], shape: tuple[int, ...], kind: str | None = None,
+               plane: int = 0, name: str = "") -> FrameLayout:
+    """The layout of frames of ``shape`` labelled by ``spec`` (the labels of
+    :mod:`dao.streams.labels`: ``dims``, ``coords``, ``name``); see :func:`frame_layout`.
+    ``name`` names the frames in error messages."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
-    spec = get_labels(stream)
     dims = tuple(spec["dims"])
-    shape = labelled_shape(stream, spec)
+    shape = tuple(shape)
     gdim = _grid_dim(spec)
     if kind == "grid" and gdim is None:
-        raise ValueError(f"stream {stream.name!r} has no grid positions: label a dim with "
+        raise ValueError(f"{name!r} has no grid positions: label a dim with "
                          "coordinates x and y along it (dao.streams.labels.set_labels)")
     if kind is None:
         if gdim is not None:
@@ -134,10 +142,10 @@ def frame_layout(stream, kind: str | None = None, plane: int = 0) -> FrameLayout
                                                                     range(rows)]
         return FrameLayout("vector", (rows, shape[-1]), names, dims, shape)
     if len(shape) < 2:
-        raise ValueError(f"stream {stream.name!r} has 1-D frames of shape {shape}: view it "
+        raise ValueError(f"{name!r} has 1-D frames of shape {shape}: view it "
                          "as kind='vector' (or label it with grid positions x, y)")
     if len(shape) > 3:
-        raise ValueError(f"stream {stream.name!r} has {len(shape)}-D frames: views draw 1-D "
+        raise ValueError(f"{name!r} has {len(shape)}-D frames: views draw 1-D "
                          "to 3-D frames")
     if len(shape) == 3 and not 0 <= plane < shape[0]:
         raise ValueError(f"plane {plane} out of range: the frames have {shape[0]} planes")
