@@ -291,21 +291,19 @@ class LoopDashboard(w.VBox):
         cnt = sci.get_counter()
         new = min(cnt - self._science_cnt, sci.frames_available)
         if new > 0:
-            from dao.loop.components import SCIENCE_FIELDS
-
-            rows = sci.get_history(new)[:, :, 0]
+            ds = self.loop.science(new)
             # frames written since the counter was read may be in the history already
-            rows = rows[rows[:, 0] > self._science_frame]
-            col = {f: rows[:, i] for i, f in enumerate(SCIENCE_FIELDS)}
-            self._trend.stream({"frame": col["frame"].tolist(),
-                                "strehl": col["strehl_frame"].tolist(),
-                                "residual": col["residual_rms_frame"].tolist()},
+            ds = ds.isel(frame=np.flatnonzero(ds.frame.values > self._science_frame))
+            frames = ds.frame.values
+            self._trend.stream({"frame": frames.tolist(),
+                                "strehl": ds.strehl_frame.values.tolist(),
+                                "residual": ds.residual_rms_frame.values.tolist()},
                                rollover=self._trend_length)
             self._trend_fig.extra_y_ranges["res"].end = float(
                 max(1.0, 1.1 * max(self._trend.data["residual"])))
             self._science_cnt = cnt
-            if len(rows):
-                self._science_frame = int(rows[-1, 0])
+            if frames.size:
+                self._science_frame = int(frames[-1])
             sent += 2
         lat = loop_latencies(self.loop, 2000)
         if lat["camera_to_command"].size:
