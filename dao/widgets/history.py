@@ -455,6 +455,10 @@ class HistoryView(LoadsBokeh, w.VBox):
         Most redraws a second while the slider or a selector moves (the newest position wins).
     pump : dao.widgets.Pump, optional
         The pump that redraws (default the kernel's, :func:`dao.widgets.get_pump`).
+    frame_rate : float, optional
+        The source's frame rate in Hz: times are then frame ids (``cnt2``) over it, and the
+        spectra use it (e.g. a simulated bench, whose 1 kHz is not the machine's pace).
+        Default: the frames' write times and their mean rate.
     width : int
         Width of the plots, in pixels.
 
@@ -482,7 +486,11 @@ class HistoryView(LoadsBokeh, w.VBox):
     def __init__(self, source: Any, *, streams: Sequence[str] | None = None,
                  element: Any = None, n: int | None = None, series: str | None = None,
                  nperseg: int = 256, max_fps: float = 15.0, pump: Pump | None = None,
-                 width: int = 900) -> None:
+                 width: int = 900, frame_rate: float | None = None) -> None:
+        if frame_rate is not None and not frame_rate > 0:
+            raise ValueError(f"frame_rate = {frame_rate}: give the source's frame rate in Hz "
+                             "(positive), or None for the frames' write times")
+        self.frame_rate = float(frame_rate) if frame_rate else None
         if not max_fps > 0:
             raise ValueError(f"max_fps = {max_fps}: it must be positive (redraws a second)")
         if int(nperseg) < 2:
@@ -526,7 +534,17 @@ class HistoryView(LoadsBokeh, w.VBox):
         names = list(self._data)
         self._ref = names[0]
         self._match = match_frames(self._data, self._ref)
-        self._t0 = np.asarray(self._data[self._ref]["time"].values)[0]
+        self._t0 = np.asarray(self._data[self._ref]["time"].values).astype("datetime64[ns]")[0]
+        self._c0 = float(np.asarray(self._data[self._ref]["cnt2"].values)[0])
+
+    def _ms(self, da: Any, index: Any = slice(None)) -> np.ndarray:
+        """Times in ms of frames ``index`` of history ``da``, since the reference's first
+        frame: write times, or frame ids over :attr:`frame_rate` when it is set."""
+        if self.frame_rate:
+            c2 = np.asarray(da["cnt2"].values, np.float64)[index]
+            return (c2 - self._c0) / self.frame_rate * 1e3
+        t = np.asarray(da["time"].values).astype("datetime64[ns]")[index]
+        return (t - self._t0) / np.timedelta64(1, "ms")
 
     @property
     def histories(self) -> dict[str, Any]:
@@ -676,9 +694,10 @@ class HistoryView(LoadsBokeh, w.VBox):
         cache = self._series_cache
         if cache is not None and cache[0] == key:
             return cache[1]
-        t = time_ms(da["time"].values)
+        t = self._ms(da)
         v = np.asarray(da.isel(elem).values, dtype=np.float64).ravel()
-        fs = (t.size - 1) / (t[-1] - t[0]) * 1e3 if t.size > 1 and t[-1] > t[0] else 0.0
+        fs = self.frame_rate or (
+            (t.size - 1) / (t[-1] - t[0]) * 1e3 if t.size > 1 and t[-1] > t[0] else 0.0)
         if fs > 0:
             f, p = welch_psd(v, fs, self.nperseg)
         else:
@@ -840,13 +859,15 @@ class HistoryView(LoadsBokeh, w.VBox):
     def _header_html(self) -> str:
         ref = self._data[self._ref]
         n = ref.sizes["frame"]
-        t = time_ms(ref["time"].values)
-        dur = t[-1] if n > 1 else 0.0
+        t = self._ms(ref)
+        dur = t[-1] - t[0] if n > 1 else 0.0
         rate = (n - 1) / dur * 1e3 if dur > 0 else 0.0
         how = ", ".join(f"{k} by {v}" for k, v in self.aligned_by.items() if v != "self")
         aligned = f"; aligned on {self._ref}: {how}" if how else ""
+        clock = (f"frame ids at {self.frame_rate:g} Hz" if self.frame_rate
+                 else "write times")
         return (f"<b>History of {_html(self._label)}</b>: {n} frames over {dur:.1f} ms "
-                f"({rate:.1f} Hz){_html(aligned)}")
+                f"({rate:.1f} Hz, {clock}){_html(aligned)}")
 
     def _info_table(self, pos: int) -> str:
         """Each stream's frame at slider position ``pos``: counters, time since the
@@ -861,7 +882,7 @@ class HistoryView(LoadsBokeh, w.VBox):
                 continue
             da = self._data[k]
             t = np.asarray(da["time"].values)[i]
-            ms = (t - self._t0) / np.timedelta64(1, "ms")
+            ms = float(self._ms(da, i))
             utc = np.datetime_as_string(t.astype("datetime64[us]"), unit="us")
             rows.append(f"{name}{td}cnt0 {int(da['cnt0'].values[i])}</td>"
                         f"{td}cnt2 {int(da['cnt2'].values[i])}</td>"
@@ -1024,10 +1045,9 @@ class HistoryView(LoadsBokeh, w.VBox):
     def _draw_cursor(self, pos: int, sel: tuple[str, dict[str, int]]) -> None:
         """The time series' cursor at the selected stream's frame at the slider (the
         reference's time where that stream has no matching frame)."""
-        times = np.asarray(self._data[sel[0]]["time"].values)
         idx = int(self._match[sel[0]][0][pos])
-        t = times[idx] if idx >= 0 else np.asarray(self._data[self._ref]["time"].values)[pos]
-        self._cursor.location = float((t - times[0]) / np.timedelta64(1, "ms"))
+        da, i = (self._data[sel[0]], idx) if idx >= 0 else (self._data[self._ref], pos)
+        self._cursor.location = float(self._ms(da, i))
 
     def _draw_titles(self, sel: tuple[str, dict[str, int]]) -> None:
         t, _, f, _, fs = self._series_values(sel)

@@ -101,8 +101,10 @@ def test_time_series_spans_the_frames_duration(loop, pump):
     view = make(loop, pump, element={"axis": "x", "subaperture": 12})
     try:
         sel = view.selection
-        assert sel["t_ms"].values[0] == 0.0
-        assert sel["t_ms"].values[-1] == pytest.approx((N - 1) * PERIOD_NS * 1e-6)
+        # one time origin for every stream: the reference's (cam's) first frame; the slopes
+        # of a frame are written 0.2 ms after it
+        assert sel["t_ms"].values[0] == pytest.approx(0.2)
+        assert sel["t_ms"].values[-1] == pytest.approx((N - 1) * PERIOD_NS * 1e-6 + 0.2)
         assert np.all(np.diff(sel["t_ms"].values) == pytest.approx(1.0))
         # what the plot draws: the same axis, not every point at t = 0
         t = np.asarray(view._ts_source.data["t"])
@@ -111,6 +113,23 @@ def test_time_series_spans_the_frames_duration(loop, pump):
                                    atol=1e-5)
     finally:
         view.close()
+
+
+def test_a_source_frame_rate_sets_the_time_axis_and_the_spectrum(loop, pump):
+    # a simulated bench at 500 Hz whose frames were written at 1 kHz: frame ids tell its time
+    view = make(loop, pump, element={"axis": "x", "subaperture": 12}, frame_rate=500.0)
+    try:
+        sel = view.selection
+        assert sel["t_ms"].values[0] == 0.0
+        assert np.all(np.diff(sel["t_ms"].values) == pytest.approx(2.0))
+        spec = view.spectrum
+        assert spec.attrs["sample_rate_hz"] == 500.0
+        assert float(spec.frequency[int(np.argmax(spec.values))]) == pytest.approx(F0 / 2, abs=2.0)
+        assert "frame ids at 500 Hz" in view._header.value
+    finally:
+        view.close()
+    with pytest.raises(ValueError, match="frame_rate"):
+        make(loop, pump, frame_rate=0)
 
 
 def test_spectrum_peaks_at_the_sine_frequency(loop, pump):
@@ -214,7 +233,7 @@ def test_slider_and_selectors_redraw_the_plots(loop, pump):
         assert np.asarray(cam.source.data["img"][0]).max() == 123
         assert np.asarray(view._panels["slopes"].source.data["s1"]).tolist() == [123.0] * 16
         assert f"cnt2 {CNT2 + 123}" in view._info.value
-        assert view._cursor.location == pytest.approx(123.0)
+        assert view._cursor.location == pytest.approx(123.2)  # the slopes' write, 0.2 ms late
         view._dim_widgets["axis"].value = 1  # the selector, as picked in the page
         view.flush()
         assert view.element == {"axis": 1, "subaperture": 12}
