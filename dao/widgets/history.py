@@ -939,7 +939,13 @@ class HistoryView(LoadsBokeh, w.VBox):
 
     def _make_panel(self, name: str) -> _Panel:
         from bokeh.events import Tap
-        from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Span
+        from bokeh.models import (
+            BasicTickFormatter,
+            ColorBar,
+            ColumnDataSource,
+            LinearColorMapper,
+            Span,
+        )
         from bokeh.palettes import Viridis256
         from bokeh.plotting import figure
 
@@ -983,7 +989,7 @@ class HistoryView(LoadsBokeh, w.VBox):
             else:
                 ny, nx = da.shape[-2], da.shape[-1]
             # square pixels: the plotting area itself is sized (axes and colour bar beside it)
-            frame_w = size - 90
+            frame_w = size - 130  # the axis labels and the colour bar take the rest
             frame_h = int(frame_w * ny / max(nx, 1))
             if frame_h > 400:
                 frame_w, frame_h = int(frame_w * 400 / frame_h), 400
@@ -996,8 +1002,8 @@ class HistoryView(LoadsBokeh, w.VBox):
             source = ColumnDataSource({"img": [np.full((ny, nx), np.nan, np.float32)]})
             fig.image(image="img", x=0, y=0, dw=nx, dh=ny, source=source,
                       color_mapper=mapper)
-            fig.add_layout(ColorBar(color_mapper=mapper, width=8, title=units or None),
-                           "right")
+            fig.add_layout(ColorBar(color_mapper=mapper, width=8, title=units or None,
+                                    formatter=BasicTickFormatter(precision=1)), "right")
             fig.grid.visible = False
             marker = ColumnDataSource({"x": [np.nan], "y": [np.nan]})
             fig.scatter("x", "y", source=marker, marker="square_x", size=12,
