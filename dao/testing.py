@@ -24,6 +24,7 @@ __all__ = [
     "child_environment",
     "free_port",
     "wait_for",
+    "wait_equal",
     "temporary_stream_dir",
     "unique_name",
     "sleep_until",
@@ -75,6 +76,25 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.01, what: str
             return value
         if time.monotonic() > end:
             raise TimeoutError(f"{what or 'condition'} not met within {timeout:g} s")
+        time.sleep(interval)
+
+
+def wait_equal(get, want, timeout: float = 10.0, what: str = "", interval: float = 0.02):
+    """Call ``get()`` until it returns ``want``, and return it.
+
+    Raises
+    ------
+    AssertionError
+        ``get()`` did not return ``want`` within ``timeout`` seconds; the message names the
+        last value seen.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        got = get()
+        if got == want:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"{what or get}: {got!r} != {want!r} after {timeout:g} s")
         time.sleep(interval)
 
 

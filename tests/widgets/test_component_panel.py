@@ -22,7 +22,7 @@ from dao.runtime import (
     Parameter,
     ParameterError,
 )
-from dao.testing import child_environment, free_port, unique_name, wait_for
+from dao.testing import child_environment, free_port, unique_name, wait_equal, wait_for
 from dao.widgets import get_pump
 from dao.widgets.component_panel import ComponentPanel
 from dao.widgets.pump import Pump
@@ -107,14 +107,7 @@ def enabled(panel: ComponentPanel) -> set[str]:
 
 def settle(get, want, timeout: float = WAIT, what: str = ""):
     """Wait until ``get()`` equals ``want`` (bounded); fail with the last value seen."""
-    end = time.monotonic() + timeout
-    while True:
-        got = get()
-        if got == want:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"{what or get}: {got!r} != {want!r} after {timeout:g} s")
-        time.sleep(0.02)
+    return wait_equal(get, want, timeout, what)
 
 
 def shows(panel: ComponentPanel, state: str) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import ipywidgets
 import pytest
 
 from dao.runtime import RTThread, ThreadTable
-from dao.testing import wait_for
+from dao.testing import wait_equal, wait_for
 from dao.widgets.pump import Pump
 from dao.widgets.thread_panel import ThreadPanel
 
@@ -44,14 +43,8 @@ def enabled(row) -> set[str]:
 
 
 def settle(get, want, timeout: float = WAIT, what: str = ""):
-    end = time.monotonic() + timeout
-    while True:
-        got = get()
-        if got == want:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"{what or get}: {got!r} != {want!r} after {timeout:g} s")
-        time.sleep(0.02)
+    """Wait until ``get()`` equals ``want`` (bounded); fail with the last value seen."""
+    return wait_equal(get, want, timeout, what)
 
 
 def numbers(row) -> tuple[float, int]:
