@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dao.loop.calibration import calibrate
+from dao.loop.calibration import Calibration, calibrate
 from dao.loop.config import DEFAULT_CONFIG, ROLES, bench_arguments, load_loop_config
 
 if TYPE_CHECKING:
@@ -88,6 +88,10 @@ def _release(owned: dict, streams: dict, folder: str) -> None:
     from dao.errors import StreamError
     from dao.streams import remove
 
+    local = owned.pop("local", None)
+    if local is not None:
+        with contextlib.suppress(Exception):
+            local.stop()
     sup = owned.pop("supervisor", None)
     if sup is not None:
         with contextlib.suppress(Exception):
@@ -217,18 +221,24 @@ class AOLoop:
 
     def __init__(self, config: str | os.PathLike | dict | None = None, *,
                  n_subap: int | None = None, sensor: str | None = None,
-                 history: int | None = None, progress=None) -> None:
+                 history: int | None = None, calibration: str | os.PathLike | None = None,
+                 progress=None) -> None:
         over: dict[str, Any] = {
-            "bench": {"n_subap": n_subap} if n_subap else {},
-            "sensor": {"type": sensor} if sensor else {},
-            "run": {"history_frames": history} if history else {},
+            "bench": {"n_subap": n_subap} if n_subap is not None else {},
+            "sensor": {"type": sensor} if sensor is not None else {},
+            "run": {"history_frames": history} if history is not None else {},
+            "calibration": {"file": os.fspath(calibration)} if calibration is not None else {},
         }
         self.config = load_loop_config(config, **over)
         self._say = progress or (lambda msg: None)
-        self.calibration: dict[str, Any] = {}
+        self.calibration: Calibration | dict[str, Any] = {}
         self.streams: dict[str, Any] = {}
         self.supervisor = None
         self.gain_log: list[tuple[int, float]] = []
+        self.law_log: list[tuple[int, str, str]] = []
+        self.law_error: str = ""
+        self._swap_lock = threading.RLock()
+        self._n_shipped = 0
         self._gain = 0.0
         self._running = False
         self._owned: dict[str, Any] = {"supervisor": None, "paths": []}
@@ -278,10 +288,12 @@ class AOLoop:
         """
         from dao.runtime.status import Status
 
-        if self._finalizer is not None:
-            raise RuntimeError("this AOLoop was already started: make a new one")
         if self._cancel.is_set():
             raise RuntimeError("this AOLoop was closed: make a new one")
+        if self._finalizer is not None:
+            if self._running or self._starting:
+                raise RuntimeError("this AOLoop is running already")
+            return self._restart(wait)
         from dao.streams.stream import shm_dir
 
         cfg = self.config
@@ -348,9 +360,37 @@ class AOLoop:
         except BaseException:
             self.close()
             raise
-        self.gain_log.append((self.frame, 0.0))
-        self._phase(1.0, "running (loop open)", say=False)
+        return self._started()
+
+    def _started(self) -> AOLoop:
+        closed = self.config["run"]["start"] == "closed"
+        self._gain = float(self.config["controller"]["gain"]) if closed else 0.0
+        self.gain_log.append((self.frame, self._gain))
+        self.law_log.append((self.frame, "process", str(self.config["controller"]["law"])))
+        self._phase(1.0, f"running (loop {'closed' if closed else 'open'})", say=False)
         return self
+
+    def _restart(self, wait: bool) -> AOLoop | Status:
+        """Start the components again on the loop's streams and calibration."""
+        from dao.runtime.status import Status
+
+        def op(status: Status | None) -> AOLoop:
+            self._status = status
+            self._start_thread = threading.current_thread()
+            try:
+                self._start_components()
+            except BaseException:
+                self.stop()
+                raise
+            finally:
+                self._starting = False
+            return self._started()
+
+        if wait:
+            return op(None)
+        self._starting = True
+        st = self._start_status = Status.run(op, name="AOLoop restart")
+        return st
 
     def _check_cancel(self) -> None:
         """Between two phases of start: give up if :meth:`close` was called meanwhile."""
@@ -367,16 +407,26 @@ class AOLoop:
 
     def _start(self, cfg: dict[str, Any]) -> None:
         from dao.loop.components import FRAMES_FIELDS, SCIENCE_FIELDS, label_streams
-        from dao.runtime import Supervisor
 
-        run, names, comps = cfg["run"], cfg["streams"], cfg["components"]
+        run = cfg["run"]
+        os.mkdir(os.path.join(self.folder, "laws"), 0o700)  # laws shipped to the controller
         cal_path = os.path.join(self.folder, "calibration.npz")
         n = cfg["bench"]["n_subap"]
         path, keys = self._stream_paths()
         _check_free(path, keys)  # before the calibration's seconds: a taken name fails now
         self._check_cancel()
-        self._phase(0.0, f"calibrating {n}x{n} {cfg['sensor']['type']}")
-        cal = self.calibration = calibrate(cfg, cal_path)
+        if cfg["calibration"]["file"]:
+            self._phase(0.0, f"loading the calibration {cfg['calibration']['file']}")
+            cal = self.calibration = Calibration.load(cfg["calibration"]["file"], cfg)
+            cal.save(cal_path)
+        else:
+            self._phase(0.0, f"calibrating {n}x{n} {cfg['sensor']['type']}")
+            cal = self.calibration = calibrate(cfg, cal_path)
+        gains = np.asarray(cfg["controller"]["modal_gains"], float)
+        if gains.ndim and gains.shape != (cal.n_modes,):
+            raise ValueError(f"controller.modal_gains has {gains.size} values but the loop "
+                             f"controls {cal.n_modes} modes: give one number or "
+                             f"{cal.n_modes} values")
         self._check_cancel()
         depth = int(run.get("history_frames") or 8192)
         every = int(cfg["science"]["every"])
@@ -399,19 +449,38 @@ class AOLoop:
         label_streams(self.streams, cal)
         # the components' timing streams: theirs to make, the loop's to remove
         self._owned["paths"].extend(path[f"timing_{k}"] for k in ROLES)
-        common = {"calibration": cal_path, "timing_depth": depth}
+        self._start_components()
+
+    def _start_components(self) -> None:
+        """Start the component processes on the loop's streams and calibration file."""
+        from dao.runtime import Supervisor
+
+        cfg = self.config
+        run, names, comps, ctl = cfg["run"], cfg["streams"], cfg["components"], cfg["controller"]
+        depth = self.streams["slopes"].depth
+        common = {"calibration": os.path.join(self.folder, "calibration.npz"),
+                  "timing_depth": depth}
+        gains = ctl["modal_gains"]
         spec = {
             "camera": {"bench": bench_arguments(cfg), "timing_depth": depth,
                        "command_timeout": float(run["command_timeout"]),
-                       "science_every": every,
+                       "science_every": int(cfg["science"]["every"]),
+                       "first_frame": self.frame,  # a restart goes on counting
                        "streams": {k: names[k] for k in ("dm_command", "wfs_image", "frames",
                                                          "science", "psf")}},
             "slopes": {**common, "streams": {"wfs_image": names["wfs_image"],
                                              "slopes": names["slopes"]}},
-            "controller": {**common, "gain": 0.0, "leak": float(cfg["controller"]["leak"]),
+            "controller": {**common, "law": str(ctl["law"]),
+                           "gain": float(ctl["gain"]) if run["start"] == "closed" else 0.0,
+                           "leak": float(ctl["leak"]), "kp": float(ctl["kp"]),
+                           "kd": float(ctl["kd"]),
+                           "modal_gains": [float(g) for g in np.ravel(gains)],
+                           "law_dir": os.path.join(self.folder, "laws"),
                            "streams": {"slopes": names["slopes"],
                                        "dm_command": names["dm_command"]}},
         }
+        if np.ndim(gains) == 0:
+            spec["controller"]["modal_gains"] = float(gains)
         for k in ROLES:
             spec[k]["streams"]["timing"] = self.timing_streams[k]
             if int(run.get("priority", 0)) > 0:  # SCHED_FIFO for the processing threads
@@ -420,8 +489,10 @@ class AOLoop:
         # the components' log records, gathered on a log bus of this loop (loopback, any port)
         from dao.runtime.logbus import LogForwarder
 
-        fwd = self._owned["forwarder"] = LogForwarder("tcp://127.0.0.1:*",
-                                                      "tcp://127.0.0.1:*").start()
+        fwd = self._owned.get("forwarder")
+        if fwd is None:
+            fwd = self._owned["forwarder"] = LogForwarder("tcp://127.0.0.1:*",
+                                                          "tcp://127.0.0.1:*").start()
         self.log_address = fwd.backend
         sup = self.supervisor = self._owned["supervisor"] = Supervisor(
             {"component": [{"name": comps[k]["name"], "class": comps[k]["class"],
@@ -463,6 +534,9 @@ class AOLoop:
         for k in reversed(ROLES):  # upstream first: the camera stops feeding the others
             with contextlib.suppress(Exception):
                 self.client(k).idle()
+        local = self._owned.pop("local", None)
+        if local is not None:
+            local.stop()
         self.supervisor.stop_all(timeout=5.0)
         self._running = False
 
@@ -563,6 +637,25 @@ class AOLoop:
                 f"with status {h['last_exit_code']}"
                 for h in dead))
 
+    def _check_errors(self) -> None:
+        """Raise RuntimeError naming the components in Error, with their reasons, as the
+        supervisor knows them from their events (no command sent)."""
+        failed = [h for h in self.supervisor.health() if h.get("state") == "Error"]
+        if not failed:
+            return
+        roles = {c["name"]: r for r, c in self.config["components"].items()}
+        why = []
+        for h in failed:
+            reason = h.get("error_reason")
+            if not reason:
+                with contextlib.suppress(Exception):
+                    reason = self.supervisor.client(h["component"]).query("error_reason")
+            lines = str(reason or "no reason given").strip().splitlines()
+            why.append(f"{h['component']} ({roles.get(h['component'], '?')}): "
+                       f"{lines[-1] if lines else ''}")
+        raise RuntimeError("the loop stopped, a component is in Error: " + "; ".join(why)
+                           + " (the whole reason: ao.client(role).query('error_reason'))")
+
     def health(self) -> list[dict[str, Any]]:
         """Each component process's health (see :meth:`dao.Supervisor.health`)."""
         self._check_running()
@@ -618,9 +711,294 @@ class AOLoop:
         self.gain_log.append((self.frame, self._gain))
 
     def open_loop(self) -> None:
-        """Open the loop: gain 0 and the integrator (so the mirror) back to zero."""
+        """Open the loop: back to the stock law, gain 0, the mirror flat."""
+        if self.law is not None:
+            self.swap(None)
         self.gain = 0.0
         self.client("controller").other("reset")
+
+    def close_loop(self, gain: float | None = None) -> None:
+        """Close the loop at ``gain`` (default the configuration's ``controller.gain``)."""
+        self.gain = float(self.config["controller"]["gain"]) if gain is None else gain
+
+    # -- control laws ----------------------------------------------------------------------
+    @property
+    def controller(self) -> dict[str, Any]:
+        """The law writing the DM command: ``law`` (its name), ``where`` (``"process"``: the
+        controller component; ``"kernel"``: a thread of this process) and ``since`` (the
+        first frame it wrote)."""
+        frame, where, law = self.law_log[-1] if self.law_log else (0, "process", "")
+        return {"law": law, "where": where, "since": frame}
+
+    @property
+    def law(self) -> Any:
+        """The law run by a thread of this process (:meth:`swap` with ``where="kernel"``), to
+        change it live (its attributes are read every frame); None when the controller
+        component runs the law."""
+        local = self._owned.get("local")
+        return local.law if local is not None else None
+
+    def swap(self, law: Any = None, *args: Any, where: str = "kernel", ship: Any = (),
+             **params: Any) -> int:
+        """Run another control law from the next frame: no frame without a command, none
+        with two, no recalibration.
+
+        Parameters
+        ----------
+        law : ControlLaw, ControlLaw subclass, function, str or None
+            ``None`` or ``"stock"``: back to the controller component's stock law (the
+            ``law`` parameter: :data:`dao.loop.laws.STOCK_LAWS`). Otherwise a law
+            (:class:`dao.loop.ControlLaw`: ``step(slopes, command)`` in place), a law class
+            (made as ``law(ao.calibration, *args, **params)``) or a function
+            ``func(slopes, command, *args)`` (e.g. ``numba.njit(nogil=True)``).
+        where : {"kernel", "process"}
+            ``"kernel"``: a thread of this process runs it (:class:`LocalController`; its
+            object is :attr:`law`, changed live). ``"process"``: the law's source is written
+            to the loop's private folder and the controller component loads it from there
+            (a class, or ``"file.py:Class"``; ``params`` must be JSON values): the law runs
+            in the loop's process, beside the stock one. Code never travels on a socket.
+        ship : sequence of functions or classes
+            With ``where="process"``: what the law's class uses besides numpy (``np``),
+            ``numba``, ``math`` and :mod:`dao.loop.laws` (their sources go before it).
+
+        Returns
+        -------
+        int
+            The first frame whose command the new law wrote.
+
+        Raises
+        ------
+        TypeError
+            ``law`` is not a law, or is made for another loop.
+        RuntimeError
+            The loop is not running, or the handover failed (the previous law then goes on).
+        """
+        from dao.loop.laws import as_law
+
+        self._check_running()
+        if where not in ("kernel", "process"):
+            raise ValueError(f"where={where!r}: use 'kernel' or 'process'")
+        with self._swap_lock:
+            if law is None or (isinstance(law, str) and law == "stock"):
+                if args or params or ship:
+                    raise TypeError("the stock law takes no arguments: set its parameters "
+                                    "(ao.gain, ao.client('controller').setup(...))")
+                return self._to_process(None)
+            if where == "process":
+                return self._to_process((law, ship, params, args))
+            law = as_law(law, self.calibration, *args, **params)
+            return self._to_kernel(law)
+
+    def _slopes_frame(self) -> int:
+        s = self.streams["slopes"]
+        return int(s.get_frame_id()) if s.get_counter() else 0
+
+    def _to_kernel(self, law: Any) -> int:
+        from dao.loop.hosting import LocalController
+
+        cmd = np.zeros(law.n_actuators, np.float32)
+        law.step(np.zeros(law.n_slopes, np.float32), cmd)  # compile before the swap
+        names = self.config["streams"]
+        new = LocalController(law, _stream_file(self.stream_dir, names["slopes"]),
+                              _stream_file(self.stream_dir, names["dm_command"]),
+                              on_error=self._local_failed,
+                              priority=int(self.config["run"]["priority"]))
+        old = self._owned.get("local")
+        try:
+            h = (old.host.release(0) if old is not None
+                 else int(self.client("controller").other("release 0")))
+        except BaseException:
+            new.stop()
+            raise
+        try:
+            new.host.acquire(h)
+        except BaseException:
+            new.stop()
+            if old is not None:
+                old.host.acquire(h)
+            else:
+                self.client("controller").other(f"acquire {h}")
+            raise
+        self._owned["local"] = new
+        if old is not None:
+            old.stop()
+        self.law_log.append((h, "kernel", law.describe()))
+        return h
+
+    def _to_process(self, shipped: tuple | None) -> int:
+        """The controller component in charge again: its stock law (``shipped`` None) or a
+        law shipped to it (``(law, ship, params, args)`` of :meth:`swap`)."""
+        ctl = self.client("controller")
+        n0 = len(self._law_entries(ctl))
+        name = self._ship(*shipped) if shipped is not None else ctl.other("stock")
+        old = self._owned.get("local")
+        if old is not None:
+            h = old.host.release(0)
+            ctl.other(f"acquire {h}")
+            self._owned["local"] = None
+            old.stop()
+        else:
+            h = self._swap_frame(ctl, n0)
+        self.law_log.append((h, "process", name))
+        return h
+
+    def _swap_frame(self, ctl: Any, n0: int, timeout: float = 5.0) -> int:
+        """The frame from which the controller runs the law just swapped in (its log had
+        ``n0`` swaps before)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self._law_entries(ctl)
+            if len(log) > n0:
+                return int(log[-1][0])
+            self._check_alive()
+            time.sleep(0.005)
+        raise TimeoutError("the controller did not swap its law within 5 s: is the loop "
+                           "running? (ao.health())")
+
+    @staticmethod
+    def _law_entries(ctl: Any) -> list:
+        return [e for e in json.loads(ctl.other("log")) if not str(e[1]).startswith(
+            ("released", "acquired"))]
+
+    def _ship(self, law: Any, ship: Any, params: dict[str, Any], args: tuple) -> str:
+        """Write the law's source to the loop's folder, load it into the controller (inactive
+        or from its next frame); return the law's name."""
+        from dao.loop.laws import ControlLaw, law_source
+
+        if args:
+            raise TypeError("a law shipped to the controller process takes keyword "
+                            "parameters only (JSON values)")
+        if isinstance(law, str):
+            file, _, cls_name = law.rpartition(":")
+            if not file.endswith(".py") or not cls_name:
+                raise ValueError(f"{law!r}: give 'file.py:ClassName'")
+            with open(file) as f:
+                source = f.read()
+        elif isinstance(law, type) and issubclass(law, ControlLaw):
+            cls_name = law.__name__
+            parts = [law_source(o) for o in (*ship, law)]
+            source = ("import math\n\nimport numba\nimport numpy as np\n\n"
+                      "from dao.loop.laws import *  # noqa: F403\n\n\n"
+                      + "\n\n".join(parts))
+        else:
+            raise TypeError(f"{law!r} cannot be shipped to the controller process: give a "
+                            "ControlLaw subclass or 'file.py:ClassName' (an object made here "
+                            "runs here: where='kernel')")
+        try:
+            json.dumps(params)
+        except TypeError as exc:
+            raise TypeError(f"the parameters of a shipped law must be JSON values: {exc}") \
+                from exc
+        self._n_shipped += 1
+        path = os.path.join(self.folder, "laws", f"law_{self._n_shipped}.py")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        spec = {"file": path, "class": cls_name, "params": params}
+        return self.client("controller").other("load " + json.dumps(spec))
+
+    def _local_failed(self, frame: int, exc: BaseException) -> None:
+        """The law run here raised at ``frame``: the controller component takes over."""
+        import warnings
+
+        from dao.runtime.command import ComponentClient
+
+        self.law_error = f"frame {frame}: {type(exc).__name__}: {exc}"
+        name = self.config["components"]["controller"]["name"]
+        with contextlib.suppress(Exception), ComponentClient(
+                self.supervisor.address(name), timeout=5.0) as c:
+            c.other("stock")
+            c.other(f"acquire {frame}")
+        self.law_log.append((frame, "process", f"stock (the kernel's law raised "
+                                               f"{type(exc).__name__})"))
+        warnings.warn(f"the control law run in this process raised at frame {frame} "
+                      f"({type(exc).__name__}: {exc}); the controller's stock law took over "
+                      "from that frame", RuntimeWarning, stacklevel=1)
+
+    def rewind(self) -> int:
+        """Start the atmosphere (and the sensor noise) over from the same seed, from the next
+        frame; the frame numbers go on. Returns the first frame on the new atmosphere."""
+        return int(json.loads(self.client("camera").other("rewind"))["frame"])
+
+    def compare(self, laws: dict[str, Any], frames: int = 1000, settle: int = 200,
+                where: str = "kernel") -> xarray.Dataset:
+        """Run each law on the same atmosphere, one after the other, and compare.
+
+        For each law: swap it in (:meth:`swap`), rewind the atmosphere (:meth:`rewind`),
+        let the loop settle, then expose the science camera for ``frames`` frames. The bench
+        is seeded and lock-step, so every law sees the same turbulence, frame by frame. The
+        stock law runs afterwards.
+
+        Parameters
+        ----------
+        laws : dict of str to law
+            ``{label: law}``; a law as :meth:`swap` takes it (None: the stock law).
+        frames, settle : int
+            Frames exposed, and frames run before (after the rewind).
+        where : {"kernel", "process"}
+            Where the laws run (see :meth:`swap`).
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimension ``law`` (the labels). Variables: ``strehl`` (long exposure at the
+            science wavelength), ``strehl_marechal``, ``residual_rms`` (rad),
+            ``residual_opd_rms`` (m), ``loop_rate_hz``, ``latency_p50_s``, ``latency_p99_s``
+            (camera frame to DM command), ``late`` (frames without a command in time), and
+            ``strehl_frame`` (``law``, ``exposure``: the short-exposure Strehl of each science
+            exposure, ``frame`` the frames since the rewind).
+        """
+        import xarray as xr
+
+        if not laws:
+            raise ValueError("give at least one law: {'label': law}")
+        rows, series = [], []
+        try:
+            for law in laws.values():
+                self.swap(law, where=where if law is not None else "kernel")
+                first = self.rewind()
+                self.wait(settle)
+                since = self.frame
+                late0 = int(self.streams["frames"].get_history(1)[0, 2, 0])
+                r = self.expose(frames)
+                lat = self.latency(since=since)
+                sci = self.science()
+                sel = sci.sel(frame=sci.frame > since)
+                rows.append({"strehl": r["strehl"], "strehl_marechal": r["strehl_marechal"],
+                             "residual_rms": r["residual_rms"],
+                             "residual_opd_rms": r["residual_opd_rms"],
+                             "loop_rate_hz": lat["loop_rate_hz"],
+                             "latency_p50_s": lat["latency_p50_s"],
+                             "latency_p99_s": lat["latency_p99_s"],
+                             "late": r["late"] - late0})
+                series.append((sel.frame.values - first, sel.strehl_frame.values))
+        finally:
+            if self.running and (self.law is not None or self.controller["law"] not in
+                                 ("", str(self.config["controller"]["law"]))):
+                with contextlib.suppress(Exception):
+                    self.swap(None)
+        n = min(len(f) for f, _ in series)
+        ds = xr.Dataset(
+            {k: ("law", [row[k] for row in rows]) for k in rows[0]},
+            coords={"law": list(laws), "exposure": np.arange(n),
+                    "frame": ("exposure", series[0][0][:n])})
+        ds["strehl_frame"] = (("law", "exposure"), np.stack([v[:n] for _, v in series]))
+        units = {"residual_rms": "rad", "residual_opd_rms": "m", "loop_rate_hz": "Hz",
+                 "latency_p50_s": "s", "latency_p99_s": "s"}
+        for k, u in units.items():
+            ds[k].attrs["units"] = u
+        ds.attrs.update(frames=int(frames), settle=int(settle), where=where,
+                        wavelength_m=float(self.config["science"]["wavelength"]),
+                        gain=self.gain)
+        return ds
+
+    def save_calibration(self, path: str | os.PathLike) -> str:
+        """Save the loop's calibration (matrices, modal basis, reference slopes) to ``path``
+        (``.npz``); ``AOLoop(..., calibration=path)`` (or ``[calibration] file``) starts a
+        loop with it instead of measuring one. Returns the path."""
+        if not isinstance(self.calibration, Calibration):
+            raise RuntimeError("the loop is not calibrated yet: start it first")
+        return self.calibration.save(path)
 
     def wait(self, frames: int, timeout: float | None = None) -> int:
         """Wait until the camera has produced ``frames`` more frames; the frame reached.
@@ -647,13 +1025,14 @@ class AOLoop:
             if self._cancel.is_set():
                 raise RuntimeError("the loop was closed while waiting for frames")
             self._check_alive()
+            self._check_errors()
             now = time.monotonic()
             if n != last:
                 last, t_last = n, now
                 if status is not None:
                     status.set_progress((n - start) / max(1, target - start),
                                         f"frame {n} of {target}")
-            elif now - t_last > 1.0:  # stalled: is a component in Error?
+            elif now - t_last > 1.0:  # stalled: ask the components themselves
                 self._check_components()
                 t_last = now
             if now > deadline:

@@ -142,10 +142,20 @@ class BenchCamera(Component):
     period = 1e-6
 
     def configure(self, config: dict[str, Any]) -> None:
+        import secrets
+
         from dao.hw import SimulatedBench
 
-        self.bench = SimulatedBench(**dict(config.get("bench", {})))
+        self._bench_args = dict(config.get("bench", {}))
+        if self._bench_args.get("seed") is None:  # one seed, so that a rewind repeats it
+            self._bench_args["seed"] = secrets.randbits(32)
+        self.bench = SimulatedBench(**self._bench_args)
         self.lock = threading.Lock()
+        # loop frames before the bench's first (of a previous run, or before a rewind)
+        self._offset = int(config.get("first_frame", 0))
+        self._next_bench = None
+        self._rewound = threading.Event()
+        self._rewound_at = 0
 
     def allocate(self) -> None:
         self.wfs = _open_output(self, "wfs_image")
@@ -184,10 +194,18 @@ class BenchCamera(Component):
 
     def process(self, data: None) -> None:
         b = self.bench
-        if b.frame_number > 0:
-            self._wait_command(b.frame_number)
+        frame = self._offset + b.frame_number
+        if frame > 0:
+            self._wait_command(frame)
         with self.lock:
+            if self._next_bench is not None:  # a rewind: the new atmosphere from this frame
+                self._offset = frame
+                b = self.bench = self._next_bench
+                self._next_bench = None
+                self._rewound_at = frame + 1
+                self._rewound.set()
             img, n = b.step(self.command)
+            n += self._offset
             self.frame_id = n  # the frame number in this frame's timing record
             self.wfs.set_data(img, cnt2=n)
             row = self._frames_row
@@ -204,26 +222,41 @@ class BenchCamera(Component):
                 self.science_out.set_data(s, cnt2=n)
 
     def other(self, payload: str) -> str:
-        """``science_reset``: start a new long exposure; ``science``: its quality (JSON)."""
+        """``science_reset``: start a new long exposure; ``science``: its quality (JSON);
+        ``rewind``: the atmosphere and the noise from their start again (same seed), from
+        the next frame on; the frame numbers go on (JSON ``{"frame": first frame}``)."""
         cmd = payload.strip()
+        if cmd == "rewind":
+            from dao.hw import SimulatedBench
+
+            new = SimulatedBench(**self._bench_args)  # seconds maybe: outside the lock
+            self._rewound.clear()
+            with self.lock:
+                self._next_bench = new
+            if not self._rewound.wait(max(5.0, 10 * self.command_timeout)):
+                raise ComponentError(f"{self.name}: rewind not applied: the camera makes no "
+                                     "frames (is it Running?)")
+            return json.dumps({"frame": self._rewound_at})
         with self.lock:
             cam = self.bench.science_camera
             if cmd == "science_reset":
                 cam.reset()
-                return json.dumps({"frame": self.bench.frame_number})
+                return json.dumps({"frame": self._offset + self.bench.frame_number})
             if cmd == "science":
                 q = cam.quality()._asdict()
-                q.update(frame=self.bench.frame_number, time=self.bench.time, late=self.late)
+                q.update(frame=self._offset + self.bench.frame_number, time=self.bench.time,
+                         late=self.late)
                 return json.dumps(q)
         raise ComponentError(f"{self.name}: OTHER {payload!r}: use science_reset or science")
 
 
-def _load_calibration(comp: Component) -> dict[str, np.ndarray]:
+def _load_calibration(comp: Component):
+    from dao.loop.calibration import Calibration
+
     path = comp.config.get("calibration")
     if not path:
         raise ComponentError(f"{comp.name}: set calibration = <file.npz> in its config")
-    with np.load(str(path)) as f:
-        return {k: f[k] for k in f.files}
+    return Calibration.load(str(path))
 
 
 def slope_estimator(cal: dict[str, np.ndarray]):
@@ -249,7 +282,8 @@ def slope_estimator(cal: dict[str, np.ndarray]):
 
 
 class Slopes(Component):
-    """Slopes of each WFS frame (``cnt2`` passed on): Shack-Hartmann or pyramid.
+    """Slopes of each WFS frame (``cnt2`` passed on): Shack-Hartmann or pyramid, minus the
+    calibration's reference slopes (those of a flat wavefront).
 
     Config keys: ``calibration`` (``.npz`` written by :func:`dao.loop.calibrate`, see
     :func:`slope_estimator`), ``streams`` (``wfs_image`` input, ``slopes`` output).
@@ -273,71 +307,220 @@ class Slopes(Component):
                 f"slopes stream {self.out.name!r} holds {self.out.shape}: recalibrate, or "
                 "remove that stream so that the loop makes it again")
         self._signal = signal.reshape(self.out.shape)
+        self._reference = np.asarray(self.cal["reference_slopes"], np.float32).reshape(
+            self.out.shape)
+        self._slopes = np.zeros(self.out.shape, np.float32)
 
     def release(self) -> None:
         self.out.close()
 
     def process(self, data: np.ndarray) -> None:
         self.estimator.measure(data)
-        self.out.set_data(self._signal, cnt2=self.frame_id)  # the frame's cnt2, set by the loop
+        np.subtract(self._signal, self._reference, out=self._slopes)
+        self.out.set_data(self._slopes, cnt2=self.frame_id)  # the frame's cnt2, set by the loop
+
+
+def _modal_gains(comp: Controller, value: np.ndarray) -> np.ndarray | None:
+    """Validator of ``modal_gains``: one number (for every mode) or one per mode."""
+    v = np.asarray(value, np.float32)
+    if v.ndim > 1 or v.size == 0:
+        raise ValueError("give one number, or a list of one gain per mode")
+    n = getattr(comp, "n_modes", None)
+    if n is None:
+        return v
+    if v.ndim == 0:
+        return np.full(n, v, np.float32)
+    if v.shape != (n,):
+        raise ValueError(f"{v.size} values for {n} modes: give one number or {n} values")
+    return v
+
+
+def _load_law_class(path: str, name: str, law_dir: str) -> type:
+    """The class ``name`` of the law file ``path``, which must be in ``law_dir`` (the loop's
+    private folder), owned by this user and writable by no one else."""
+    import importlib.util
+    import os
+    import stat
+
+    real, folder = os.path.realpath(path), os.path.realpath(law_dir) if law_dir else ""
+    if not folder or os.path.dirname(real) != folder:
+        raise ComponentError(f"law file {path!r} refused: laws are loaded only from the loop's "
+                             f"own folder ({law_dir or 'none configured: law_dir'}); "
+                             "AOLoop.swap(..., where='process') puts them there")
+    st = os.stat(real)
+    if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ComponentError(f"law file {path!r} refused: not owned by this user or writable "
+                             "by others")
+    spec = importlib.util.spec_from_file_location(
+        f"dao_law_{os.path.basename(real)[:-3]}", real)
+    if spec is None or spec.loader is None:
+        raise ComponentError(f"law file {path!r} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise ComponentError(f"law file {path!r} has no class {name!r}")
+    return cls
 
 
 class Controller(Component):
-    """Reconstructor and integrator: ``c[k] = leak c[k-1] - gain R s[k]`` (``cnt2`` passed on).
+    """The loop's controller: a control law from the slopes to the DM command (``cnt2``
+    passed on).
 
-    Config keys: ``calibration`` (``.npz`` with ``control_matrix``, ``stroke``), ``streams``
-    (``slopes`` input, ``dm_command`` output), ``gain``, ``leak``.
+    It runs a stock law (:data:`dao.loop.laws.STOCK_LAWS`, chosen by the parameter ``law``:
+    the modal integrator with per-mode gains by default), or a law shipped to it
+    (``OTHER load``), and hands the DM command over to a law run elsewhere (a notebook's
+    :class:`dao.loop.hosting.LocalController`) between two frames (``OTHER release``,
+    ``OTHER acquire``; see :mod:`dao.loop.hosting`). Every parameter change and every swap
+    takes effect between two frames. A shipped law that raises is replaced by the stock law
+    from the same frame (``law_error`` says why); the stock law raising puts the component in
+    Error.
+
+    Config keys: ``calibration`` (a :class:`dao.loop.Calibration` file), ``streams``
+    (``slopes`` input, ``dm_command`` output), ``law_dir`` (the only folder law files are
+    loaded from), and the parameters.
+
+    OTHER commands: ``reset`` (flat mirror, law state to zero), ``release FRAME`` (write no
+    command from the returned frame on), ``acquire FRAME`` (write every command from FRAME
+    on), ``load {"file": ..., "class": ..., "params": {...}}`` (make that law, run it from
+    the next frame), ``stock`` (back to the stock law), ``log`` (JSON ``[frame, what]`` of
+    the swaps and handovers).
     """
 
     slopes = Input(doc="slopes")
+    law = Parameter("modal", str, choices=("modal", "integrator", "pid", "pol"),
+                    doc="stock control law", on_change=lambda self, old, new: self._new_law())
     gain = Parameter(0.0, float, bounds=(0.0, 2.0), doc="loop gain (0: loop open)",
                      on_change=lambda self, old, new: self._parameters_changed())
     leak = Parameter(1.0, float, bounds=(0.0, 1.0), doc="integrator leak",
                      on_change=lambda self, old, new: self._parameters_changed())
+    modal_gains = Parameter(np.ones(1, np.float32), np.ndarray, bounds=(0.0, 10.0),
+                            validator=_modal_gains, doc="gain factor of each mode (law modal)",
+                            on_change=lambda self, old, new: self._parameters_changed())
+    kp = Parameter(0.0, float, doc="proportional gain (law pid)",
+                   on_change=lambda self, old, new: self._parameters_changed())
+    kd = Parameter(0.0, float, doc="derivative gain (law pid)",
+                   on_change=lambda self, old, new: self._parameters_changed())
+    active_law = Parameter("", str, readonly=True, doc="the law writing the DM command")
+    law_error = Parameter("", str, readonly=True, doc="why the last shipped law was dropped")
 
     def configure(self, config: dict[str, Any]) -> None:
         self.cal = _load_calibration(self)
+        self.n_modes = int(self.cal["n_modes"])
+        self.modal_gains = self.modal_gains  # checked again now that n_modes is known
+
+    def _settings(self) -> dict[str, Any]:
+        return {"gain": self.gain, "leak": self.leak, "modal_gains": self.modal_gains,
+                "kp": self.kp, "kd": self.kd}
 
     def allocate(self) -> None:
-        from dao.recon import Integrator, MatrixVectorMultiply
+        from dao.loop.laws import stock_law
+        from dao.streams.stream import shm
 
-        cm = np.ascontiguousarray(self.cal["control_matrix"], np.float32)
-        self.mvm = MatrixVectorMultiply(cm)
-        self.error = np.zeros(cm.shape[0], np.float32)
-        self.integrator = Integrator(cm.shape[0], gain=self.gain, leak=self.leak,
-                                     stroke=float(self.cal["stroke"]))
-        self.mvm(np.zeros(cm.shape[1], np.float32), out=self.error)  # load the kernels
-        self.integrator.step(np.zeros_like(self.error))
-        self.integrator.reset()
-        self._command = self.integrator.command.reshape(-1, 1)  # the stream's (n, 1) view
-        self._new_parameters = False  # the integrator has the current gain and leak
+        self.stock = stock_law(self.law, self.cal, **self._settings())
+        self.out = _open_output(self, "dm_command")
+        self._slopes_in = shm(self.stream_name("slopes"))  # the FIFO, for a catch-up
+        from dao.loop.hosting import LawHost
+
+        self.host = LawHost(self.stock, self.out, self._slopes_in, fallback=self.stock)
+        self.stock.step(np.zeros(self.stock.n_slopes, np.float32), self.host.command)  # warm up
+        self.host.command[:] = 0.0
+        self.stock.start(self.host.command)
+        self._new_parameters = False  # the law has the current values
+        self._n_log = 0
+        self._failure = None
+        self._refresh()
         # the slopes are read into the same buffer every frame: its flat view, made once
         self._slopes_buf = self.input_buffer
         self._slopes_flat = self._slopes_buf.reshape(-1) if self._slopes_buf is not None else None
-        self.out = _open_output(self, "dm_command")
 
     def release(self) -> None:
         self.out.close()
+        self._slopes_in.close()
         self._slopes_buf = self._slopes_flat = None
 
     def _parameters_changed(self) -> None:
         # set from the command thread; the processing thread hands the new values to the
-        # integrator between two frames (never in the middle of one)
+        # law between two frames (never in the middle of one)
         self._new_parameters = True
 
+    def _new_law(self) -> None:
+        host = getattr(self, "host", None)
+        if host is None:
+            return  # not allocated: allocate() makes the law chosen
+        from dao.loop.laws import stock_law
+
+        self.stock = stock_law(self.law, self.cal, **self._settings())
+        host.fallback = self.stock
+        host.swap(self.stock)
+
+    def _refresh(self) -> None:
+        """Publish which law writes the command (and why a shipped one was dropped)."""
+        host = self.host
+        from dao.loop.hosting import NEVER
+
+        what = (host.law.describe() if host.active
+                else f"none (released from frame {host.until})" if host.until != NEVER
+                else "none")
+        self._n_log = len(host.log)
+        if what != self.active_law:
+            self.active_law = what
+        if host.failure is not None and host.failure is not self._failure:
+            self._failure = host.failure
+            frame, name, exc = host.failure
+            self.law_error = f"frame {frame}: {name} raised {type(exc).__name__}: {exc}"
+            self.log.error("%s", self.law_error)
+
+    def _apply(self) -> None:
+        self._new_parameters = False
+        set_ = self.stock.set
+        if self.law == "modal":
+            set_(gain=self.gain, leak=self.leak, modal_gains=self.modal_gains)
+        elif self.law == "integrator":
+            set_(gain=self.gain, leak=self.leak)
+        elif self.law == "pid":
+            set_(gain=self.gain, kp=self.kp, kd=self.kd)
+        else:
+            set_(gain=self.gain)
+
     def other(self, payload: str) -> str:
-        """``reset``: zero the integrator."""
-        if payload.strip() == "reset":
-            self.integrator.reset()
-            return "reset"
-        raise ComponentError(f"{self.name}: OTHER {payload!r}: use reset")
+        """``reset``, ``release FRAME``, ``acquire FRAME``, ``load JSON``, ``stock``, ``log``
+        (see the class docstring)."""
+        cmd, _, arg = payload.strip().partition(" ")
+        host = self.host
+        try:
+            if cmd == "reset":
+                host.reset()
+                return "reset"
+            if cmd == "release":
+                return str(host.release(int(arg)))
+            if cmd == "acquire":
+                return str(host.acquire(int(arg)))
+            if cmd == "load":
+                spec = json.loads(arg)
+                from dao.loop.laws import as_law
+
+                cls = _load_law_class(str(spec["file"]), str(spec["class"]),
+                                      str(self.config.get("law_dir", "")))
+                law = as_law(cls, self.cal, **dict(spec.get("params") or {}))
+                law.step(np.zeros(law.n_slopes, np.float32),
+                         np.zeros(law.n_actuators, np.float32))  # compile before the swap
+                host.swap(law)
+                return law.describe()
+            if cmd == "stock":
+                host.swap(self.stock)
+                return self.stock.describe()
+            if cmd == "log":
+                return json.dumps(host.log)
+        finally:
+            self._refresh()
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use reset, release FRAME, "
+                             "acquire FRAME, load JSON, stock or log")
 
     def process(self, data: np.ndarray) -> None:
-        if self._new_parameters:  # a bool test per frame; the arrays only after a change
-            self._new_parameters = False
-            self.integrator.gain[:] = self.gain
-            self.integrator.leak[:] = self.leak
+        if self._new_parameters:  # a bool test per frame; the law's arrays only after a change
+            self._apply()
         flat = self._slopes_flat if data is self._slopes_buf else data.reshape(-1)
-        self.mvm(flat, out=self.error)
-        self.integrator.step(self.error)  # writes self.integrator.command
-        self.out.set_data(self._command, cnt2=self.frame_id)  # the frame's cnt2
+        self.host.process(flat, self.frame_id)  # the frame's cnt2
+        if len(self.host.log) != self._n_log:  # a swap or a handover: say which law runs
+            self._refresh()
