@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -157,7 +158,7 @@ class Calibration(Mapping):
                 arrays = {k: f[k] for k in f.files if k != "dao_calibration"}
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, CalibrationMismatch):
                 raise
             raise CalibrationMismatch(f"{path} cannot be read as a dao calibration ({exc}): "

@@ -10,6 +10,10 @@
   (``QUERY parameters``: type, bounds, choices, unit, doc, read-only); every write is sent with
   SETUP and then read back with QUERY and shown; a refused write shows the component's reason
   beside the control, and the control returns to the component's value;
+- an array of more than :data:`SMALL_ARRAY` numbers (e.g. per-mode gains) is drawn as a small
+  bar chart of value against index, with its bounds and a one-line summary, and edited with a
+  text field that takes one number for all values, index assignments (``0:10 = 0.3; 5 = 0``)
+  or a whole JSON list (see :func:`edit_array`);
 - in Error, the reason (the traceback of a failed hook or ``process()``) and a Recover button;
 - the iteration rate and the p50/p99 processing time of the heartbeat events;
 - the last lines of the component's log, from the log bus (:mod:`dao.runtime.logbus`).
@@ -31,12 +35,14 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets as w
+import numpy as np
 
 from dao.errors import DaoError
 from dao.runtime.command import (
@@ -49,7 +55,7 @@ from dao.runtime.events import EventError, EventSubscriber, subscribe
 from dao.runtime.state import TRANSITIONS, Event, parse_state
 from dao.widgets.pump import Pump, get_pump
 
-__all__ = ["ComponentPanel"]
+__all__ = ["ComponentPanel", "SMALL_ARRAY", "edit_array"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,12 @@ Wanted = tuple[w.Widget, dict[str, Any]]
 _STATE_COLOURS = {"Off": "#777777", "Standby": "#b58900", "Idle": "#268bd2",
                   "Running": "#2aa02a", "Error": "#d62728"}
 _NOTE_COLOURS = {"ok": "#2a7f2a", "refused": "#d62728", "busy": "#777777", "info": "#777777"}
+
+#: Array parameters of at most this many numbers keep the JSON text control; longer ones are
+#: drawn as a chart and edited by index (:func:`edit_array`).
+SMALL_ARRAY = 8
+#: The chart of an array parameter, in CSS pixels.
+CHART_WIDTH, CHART_HEIGHT = 560, 130
 
 
 # -- helpers shared with the thread panel ------------------------------------------------------
@@ -172,11 +184,278 @@ def _parse(meta: dict[str, Any], text: str) -> Any:
 
 
 def _kind(meta: dict[str, Any]) -> str:
-    """The control a parameter gets: choice, bool, int, float, str or json."""
+    """The control a parameter gets: choice, bool, int, float, str, array (a chart and an
+    edit field: a list or array of more than :data:`SMALL_ARRAY` numbers) or json."""
     if meta.get("choices"):
         return "choice"
     t = meta.get("type")
-    return t if t in ("bool", "int", "float", "str") else "json"
+    if t in ("bool", "int", "float", "str"):
+        return t
+    numbers = _numbers(meta.get("value"))
+    if t in ("ndarray", "list") and numbers is not None and len(numbers) > SMALL_ARRAY:
+        return "array"
+    return "json"
+
+
+# -- array parameters --------------------------------------------------------------------------
+def _numbers(value: Any) -> list[int | float | None] | None:
+    """``value`` as a flat list of numbers (``None`` where the component sent no finite
+    number); ``None`` if it is no such list (nested, text, bools, empty)."""
+    if not isinstance(value, list | tuple) or not value:
+        return None
+    seen = False
+    for x in value:
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            return None
+        seen = True
+    return list(value) if seen else None
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _summary(values: list[int | float | None] | None) -> str:
+    """``"60 values · min 0.1 · median 0.5 · max 1.2"`` (and how many are not finite)."""
+    if values is None:
+        return "not a list of numbers"
+    finite = [float(x) for x in values if x is not None and math.isfinite(x)]
+    parts = [f"{len(values)} values"]
+    if finite:
+        arr = np.asarray(finite)
+        parts += [f"min {_g(arr.min())}", f"median {_g(float(np.median(arr)))}",
+                  f"max {_g(arr.max())}"]
+    if len(finite) < len(values):
+        parts.append(f"{len(values) - len(finite)} not finite")
+    return " · ".join(parts)
+
+
+def _edit_forms(n: int) -> str:
+    return (f"Write one number for all {n} values (0.3), index assignments separated by ';' "
+            f"(0:10 = 0.3; 5 = 0 — indices 0 to {n - 1}, a range a:b excludes b), or a JSON "
+            f"list of {n} numbers.")
+
+
+def _number(text: str, integer: bool) -> int | float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{text.strip()!r} is not a finite number")
+    if integer:
+        if not x.is_integer():
+            raise ValueError(f"{text.strip()} is not an integer (the values are integers)")
+        return int(x)
+    return x
+
+
+def _json_numbers(text: str, n: int, integer: bool, what: str) -> list[int | float]:
+    try:
+        got = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not a JSON list ({exc})") from None
+    if not isinstance(got, list) or _numbers(got) is None or None in got:
+        raise ValueError(f"{what} is not a list of numbers")
+    if len(got) != n:
+        raise ValueError(f"{what} has {len(got)} numbers, not {n}")
+    return [_number(repr(x), integer) for x in got]
+
+
+def _indices(text: str, n: int) -> range:
+    """The indices ``text`` selects: ``5``, ``-1``, ``0:10``, ``10:``, ``:``, ``0:60:2``."""
+    s = text.strip()
+
+    def index(part: str, default: int) -> int:
+        part = part.strip()
+        if not part:
+            return default
+        try:
+            i = int(part)
+        except ValueError:
+            raise ValueError(f"{part!r} is not an index") from None
+        return i + n if i < 0 else i
+
+    if ":" not in s:
+        i = index(s, -1)
+        if not s or not 0 <= i < n:
+            raise ValueError(f"index {s or '(none)'} is out of range (the indices go from 0 "
+                             f"to {n - 1})")
+        return range(i, i + 1)
+    parts = s.split(":")
+    if len(parts) > 3:
+        raise ValueError(f"{s!r} is not a range (a:b or a:b:step)")
+    start, stop = index(parts[0], 0), index(parts[1], n)
+    step = index(parts[2], 1) if len(parts) == 3 else 1
+    if len(parts) == 3 and parts[2].strip() and int(parts[2]) <= 0:
+        raise ValueError(f"the step of {s!r} must be positive")
+    if not (0 <= start <= n and 0 <= stop <= n):
+        raise ValueError(f"range {s} goes beyond the {n} values (the indices go from 0 to "
+                         f"{n - 1}; a range a:b ends at {n} at most)")
+    r = range(start, stop, step)
+    if not r:
+        raise ValueError(f"range {s} selects no value")
+    return r
+
+
+def edit_array(current: list[Any], text: str) -> tuple[list[int | float], int]:
+    """The whole new value of an array parameter that the text of its edit field makes.
+
+    Parameters
+    ----------
+    current : list of numbers
+        The component's value (``None`` for a value that is not finite).
+    text : str
+        One of: a number, for every value (``"0.3"``); assignments by index separated by
+        ``;`` (``"0:10 = 0.3; 5 = 0"``, ``"-1 = 1"``, ``"::2 = 0"``: Python's indexing, from
+        0, the end of a range excluded; the right side is a number or a JSON list as long as
+        the range); a JSON list of as many numbers as ``current`` holds.
+
+    Returns
+    -------
+    value : list of numbers
+        The new value, as long as ``current`` (integers if ``current`` holds integers only).
+    assigned : int
+        How many values the text assigns.
+
+    Raises
+    ------
+    ValueError
+        The text is none of these, an index is out of range, a list has the wrong length
+        (the message says the accepted forms).
+    """
+    n = len(current)
+    integer = all(isinstance(x, int) and not isinstance(x, bool) for x in current)
+    s = text.strip()
+    try:
+        if not s:
+            raise ValueError("nothing written")
+        if s.startswith("["):
+            return _json_numbers(s, n, integer, "the list"), n
+        if "=" not in s:
+            try:
+                x = _number(s, integer)
+            except ValueError:
+                if ":" in s or ";" in s:
+                    raise ValueError(f"{s!r} is neither a number nor an assignment (index = "
+                                     "value)") from None
+                raise
+            return [x] * n, n
+        new = list(current)
+        assigned: set[int] = set()
+        for part in s.split(";"):
+            if not part.strip():
+                continue
+            lhs, eq, rhs = part.partition("=")
+            if not eq or not rhs.strip():
+                raise ValueError(f"{part.strip()!r} is not an assignment (index = value)")
+            idx = _indices(lhs, n)
+            rhs = rhs.strip()
+            if rhs.startswith("["):
+                values = _json_numbers(rhs, len(idx), integer, f"the list for {lhs.strip()}")
+            else:
+                values = [_number(rhs, integer)] * len(idx)
+            for i, x in zip(idx, values, strict=True):
+                new[i] = x
+            assigned.update(idx)
+        if not assigned:
+            raise ValueError("nothing written")
+        if any(x is None for x in new):
+            raise ValueError("some values are not finite numbers and are not assigned")
+        return new, len(assigned)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. {_edit_forms(n)}") from None
+
+
+def _summary_html(values: list[Any] | None) -> str:
+    return (f"<span style='color:#555;font-size:12px'>{html.escape(_summary(values))}"
+            "</span>")
+
+
+def _array_note(before: list[Any] | None, back: Any) -> str:
+    """The note after an array was written and read back: how many values changed."""
+    now = _numbers(back)
+    if now is None:
+        return "✓ read back (not a list of numbers)"
+    if before is None or len(before) != len(now):
+        return f"✓ read back: {len(now)} values"
+    changed = sum(1 for a, b in zip(before, now, strict=True) if a != b)
+    return f"✓ read back: {changed} of {len(now)} values changed"
+
+
+def _short_lists(text: str) -> str:
+    """A component's reason with the long lists it quotes shortened (``[… 60 values]``)."""
+    return re.sub(r"\[[^\[\]]{60,}\]",
+                  lambda m: f"[… {m.group(0).count(',') + 1} values]", text)
+
+
+def _index_label(name: str, meta: dict[str, Any]) -> str:
+    """The name of a chart's index axis: "mode" for per-mode values, else "index"."""
+    text = f"{name} {meta.get('doc') or ''}".lower()
+    return "mode" if re.search(r"mode|modal", text) else "index"
+
+
+class _Chart:
+    """The bar chart of one array parameter (a bokeh figure in a :class:`BokehWidget`)."""
+
+    def __init__(self, name: str, meta: dict[str, Any]) -> None:
+        from bokeh.models import ColumnDataSource, Range1d, Span
+        from bokeh.plotting import figure
+
+        from dao.widgets.plots import bokeh_widget
+
+        values = _numbers(meta.get("value")) or []
+        unit = meta.get("unit") or ""
+        label = _index_label(name, meta)
+        self.source = ColumnDataSource(self._columns(values))
+        kw: dict[str, Any] = {}
+        b = meta.get("bounds") or [None, None]
+        lo, hi = (b + [None, None])[:2]
+        finite = [x for x in (lo, hi) if isinstance(x, int | float) and math.isfinite(x)]
+        if len(finite) == 2 and hi > lo:  # the whole allowed range: where the values sit in it
+            pad = 0.04 * (hi - lo)
+            kw["y_range"] = Range1d(lo - pad, hi + pad)
+        fig = figure(width=CHART_WIDTH, height=CHART_HEIGHT, tools="xbox_zoom,xpan,reset,hover",
+                     tooltips=[(label, "@i"), (name, "@v{0.[0000]}" + (f" {unit}" if unit
+                                                                         else ""))],
+                     x_axis_label=label, y_axis_label=unit or None, toolbar_location="right",
+                     min_border_left=40, min_border_bottom=30, min_border_top=6,
+                     min_border_right=6, **kw)
+        fig.toolbar.logo = None
+        fig.toolbar.autohide = True
+        fig.xgrid.grid_line_color = None
+        fig.xaxis.axis_label_text_font_size = "9pt"
+        fig.xaxis.axis_label_standoff = 2
+        fig.yaxis.axis_label_text_font_size = "9pt"
+        fig.axis.major_label_text_font_size = "8pt"
+        fig.axis.axis_label_text_font_style = "normal"
+        fig.yaxis.ticker.desired_num_ticks = 4
+        fig.x_range.range_padding = 0.01
+        self.bars = fig.vbar(x="i", top="v", bottom=0, width=0.8 if len(values) <= 120 else 1.0,
+                             source=self.source, fill_color="#1f77b4", line_color=None)
+        for bound in finite:
+            fig.add_layout(Span(location=bound, dimension="width", line_color="#d62728",
+                                line_dash="dashed", line_width=1, line_alpha=0.7))
+        self.figure = fig
+        self.widget = bokeh_widget(fig)
+        self.shown: list[Any] = values
+        self.cost = 3  # widget messages of one redraw (a document patch), as last measured
+
+    @staticmethod
+    def _columns(values: list[Any]) -> dict[str, list[Any]]:
+        return {"i": list(range(len(values))),
+                "v": [math.nan if x is None else float(x) for x in values]}
+
+    def draw(self, values: list[Any]) -> int:
+        """Show ``values``; return the widget messages it took."""
+        m0 = self.widget.messages
+        self.source.data = self._columns(values)
+        self.shown = list(values)
+        sent = self.widget.messages - m0
+        self.cost = max(1, sent)
+        return sent
 
 
 def _to_control(meta: dict[str, Any], value: Any) -> Any:
@@ -194,6 +473,8 @@ def _to_control(meta: dict[str, Any], value: Any) -> Any:
             and math.isfinite(value) else None
     if k == "str":
         return value if isinstance(value, str) else None
+    if k == "array":  # its control is an edit field; the chart shows the value
+        return None
     return json.dumps(value)
 
 
@@ -266,6 +547,12 @@ def _make_control(name: str, meta: dict[str, Any]) -> w.Widget:
         return w.IntText(value=value or 0, **common)
     if k == "float":
         return w.FloatText(value=value or 0.0, **common)
+    if k == "array":
+        n = len(meta["value"])
+        common["tooltip"] += ". " + _edit_forms(n)
+        common["layout"] = w.Layout(width="500px")
+        return w.Text(value="", placeholder=f"0.3  ·  0:10 = 0.3; 5 = 0  ·  [{n} numbers]",
+                      continuous_update=False, **common)
     return w.Text(value=value if value is not None else "", continuous_update=False, **common)
 
 
@@ -309,9 +596,16 @@ class ComponentPanel(w.VBox):
     recover_button : ipywidgets.Button
         The Recover button shown with the error reason (in Error only).
     controls : dict of str to ipywidgets.Widget
-        One control per published parameter.
+        One control per published parameter; for an array of more than :data:`SMALL_ARRAY`
+        numbers, its edit field (a ``Text``: see :func:`edit_array` for what it takes; it is
+        emptied once a write is read back, and keeps a refused text to be corrected).
     notes : dict of str to ipywidgets.HTML
         Beside each control: the value read back after a write, or the reason of a refusal.
+    charts : dict of str to dao.widgets.plots.BokehWidget
+        The bar chart of each array parameter (value against index, the bounds dashed),
+        redrawn from the component's events and read-backs within the pump's budget.
+    summaries : dict of str to ipywidgets.HTML
+        Under each array's edit field: how many values, their min, median and max.
     parameters : dict of str to dict
         The parameters' descriptions (value, default, type, unit, bounds, choices, doc,
         readonly), as the component gave them.
@@ -384,6 +678,8 @@ class ComponentPanel(w.VBox):
         self._message: tuple[str, str] = ("info", "")
         self._notes: dict[str, tuple[str, str]] = {}
         self._pending: collections.Counter[str] = collections.Counter()
+        self._edit_text: dict[str, str] = {}  # what the edit field of an array should show
+        self._targets: dict[str, list[Any]] = {}  # an array's value being written
         self._heartbeat: dict[str, Any] = {}
         self._last_event = time.monotonic()
         self._silent = False
@@ -498,7 +794,10 @@ class ComponentPanel(w.VBox):
         self.controls: dict[str, w.Widget] = {}
         self.notes: dict[str, w.HTML] = {}
         self._hints: dict[str, w.HTML] = {}
-        rows = []
+        self.charts: dict[str, w.Widget] = {}
+        self.summaries: dict[str, w.HTML] = {}
+        self._charts: dict[str, _Chart] = {}
+        rows, boxes = [], []
         for name, meta in self.parameters.items():
             ctl = _make_control(name, meta)
             ctl.observe(functools.partial(self._edited, name), names="value")
@@ -506,7 +805,19 @@ class ComponentPanel(w.VBox):
             self._hints[name] = w.HTML(html.escape(_bounds_text(meta)),
                                        layout=w.Layout(width="130px"))
             self.notes[name] = w.HTML()
-            rows.append(w.HBox([ctl, self._hints[name], self.notes[name]]))
+            row = w.HBox([ctl, self._hints[name], self.notes[name]])
+            if _kind(meta) == "array":
+                chart = _Chart(name, meta)
+                self._charts[name] = chart
+                self.charts[name] = chart.widget
+                self.summaries[name] = w.HTML(_summary_html(_numbers(meta.get("value"))),
+                                              layout=w.Layout(margin="0 0 0 146px"))
+                self.summaries[name].add_class("dao-array-summary")
+                boxes.append(row)
+                row = w.VBox([row, self.summaries[name], chart.widget],
+                             layout=w.Layout(margin="2px 0 6px 0"))
+                row.add_class("dao-array-param")
+            rows.append(row)
         self._params_box = w.VBox(rows)
         src = "" if self.parameters_source == "component" else (
             " (this component does not describe its parameters: types guessed from values)")
@@ -523,7 +834,7 @@ class ComponentPanel(w.VBox):
             *children, self._title, self.state_label, *self.buttons.values(),
             self.recover_button, self.error_label,
             *self.controls.values(), *self._hints.values(), *self.notes.values(),
-            *rows]
+            *self.summaries.values(), *self.charts.values(), *boxes, *rows]
         super().__init__(children=children)
 
     # -- what the kernel sees ----------------------------------------------------------------
@@ -749,7 +1060,11 @@ class ComponentPanel(w.VBox):
             rest: list[Wanted] = []
             for name, ctl in self.controls.items():
                 meta = self.parameters[name]
-                if not self._pending[name] and name in self._params:
+                if name in self._charts:  # the chart is drawn apart (pump_tick)
+                    rest.append((ctl, {"value": self._edit_text.get(name, "")}))
+                    rest.append((self.summaries[name], {
+                        "value": _summary_html(_numbers(self._params.get(name)))}))
+                elif not self._pending[name] and name in self._params:
                     v = _to_control(meta, self._params[name])
                     if v is not None:
                         rest.append((ctl, {"value": v}))
@@ -829,6 +1144,9 @@ class ComponentPanel(w.VBox):
                 sent, left = sync_widgets(wanted, budget)
             finally:
                 self._applying = None
+            if self._charts:
+                drawn, more = self._draw_charts(budget - sent)
+                sent, left = sent + drawn, left or more
             self._left = left or deferred
             if not self._left:
                 self._shown_version = version
@@ -836,6 +1154,24 @@ class ComponentPanel(w.VBox):
                 self._next_show = now + self.min_interval
             self.messages += sent
             return sent
+
+    def _draw_charts(self, budget: int) -> tuple[int, bool]:
+        """Redraw the charts whose values changed, within ``budget`` messages (a redraw is
+        one bokeh document patch: 3 messages). Returns the messages sent and whether a chart
+        still waits."""
+        # a pump whose whole burst is smaller than one redraw: redraw on a full budget
+        cap = max(1, int(self._pump.max_rate * self._pump.burst))
+        sent, left = 0, False
+        for name, chart in self._charts.items():
+            with self._lock:
+                values = _numbers(self._params.get(name))
+            if values is None or values == chart.shown:
+                continue
+            if budget - sent < min(chart.cost, cap):
+                left = True
+                continue
+            sent += chart.draw(values)
+        return sent, left
 
     def pump_failed(self, exc: BaseException) -> None:
         """Say in the panel that it stopped updating (the pump calls it)."""
@@ -918,6 +1254,9 @@ class ComponentPanel(w.VBox):
             return
         try:
             meta = self.parameters[name]
+            if name in self._charts:
+                self._edited_array(name, str(change["new"]))
+                return
             with self._lock:
                 current = _to_control(meta, self._params.get(name))
             if _same(change["new"], current):
@@ -940,9 +1279,42 @@ class ComponentPanel(w.VBox):
                 self._notes[name] = ("refused", f"not sent: {exc}")
                 self._touch()
 
-    def _write(self, name: str, value: Any) -> None:
+    def _edited_array(self, name: str, text: str) -> None:
+        """The edit field of an array parameter was written: the new value is made from the
+        component's (or from the one being written) and sent."""
+        if not text.strip():
+            with self._lock:
+                self._edit_text[name] = ""
+            return
+        with self._lock:
+            base = self._targets.get(name) if self._pending[name] else None
+            current = _numbers(base if base is not None else self._params.get(name))
+        try:
+            if current is None:
+                raise ValueError("the component's value is not a list of numbers: cannot "
+                                 "assign by index")
+            value, _ = edit_array(current, text)
+        except ValueError as exc:
+            with self._lock:
+                self._notes[name] = ("refused", str(exc))
+                self._edit_text[name] = text  # kept, to be corrected
+                self._touch()
+            return
+        with self._lock:
+            self._pending[name] += 1
+            self._targets[name] = value
+            self._edit_text[name] = text
+            what = text.strip() if len(text.strip()) <= 40 else f"{len(value)} values"
+            self._notes[name] = ("busy", f"writing {what}…")
+            self._touch()
+        self._submit(f"SETUP {name}", self._write, name, value, text)
+
+    def _write(self, name: str, value: Any, text: str | None = None) -> None:
         meta = self.parameters[name]
         unit = f" {meta['unit']}" if meta.get("unit") else ""
+        array = name in self._charts
+        with self._lock:
+            before = _numbers(self._params.get(name)) if array else None
         refused: str | None = None
         try:
             try:
@@ -962,11 +1334,16 @@ class ComponentPanel(w.VBox):
                 self._pending[name] -= 1
                 if self._pending[name] <= 0:
                     del self._pending[name]
+                    self._targets.pop(name, None)
         with self._lock:
             if got:
                 self._params[name] = back
             if refused:
-                self._notes[name] = ("refused", refused)
+                self._notes[name] = ("refused", _short_lists(refused) if array else refused)
+            elif array:
+                self._notes[name] = ("ok", _array_note(before, back))
+                if text is not None and self._edit_text.get(name) == text:
+                    self._edit_text[name] = ""  # done: the field is free for the next edit
             else:
                 shown = json.dumps(back) if _kind(meta) == "json" else (
                     f"{back:g}" if isinstance(back, float) else str(back))
@@ -1006,6 +1383,15 @@ class ComponentPanel(w.VBox):
             child.close()
         self.layout.close()
         super().close()
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Display the panel (BokehJS first, where it has charts: see
+        :func:`dao.widgets.plots.load_bokeh`)."""
+        from dao.widgets.plots import _display_bundle, load_bokeh
+
+        if self._charts:
+            load_bokeh()
+        _display_bundle(self, **kwargs)
 
     def __repr__(self) -> str:
         return (f"<ComponentPanel {self._name or '?'} at {self.address}: "

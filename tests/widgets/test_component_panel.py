@@ -4,6 +4,9 @@ checked with a separate command client. Every wait is bounded."""
 
 from __future__ import annotations
 
+import html
+import json
+import os
 import re
 import sys
 import tempfile
@@ -24,7 +27,8 @@ from dao.runtime import (
 )
 from dao.testing import child_environment, free_port, unique_name, wait_equal, wait_for
 from dao.widgets import get_pump
-from dao.widgets.component_panel import ComponentPanel
+from dao.widgets.component_panel import ComponentPanel, edit_array
+from dao.widgets.plots import BokehWidget
 from dao.widgets.pump import Pump
 
 DAO = [sys.executable, "-m", "dao.cli"]
@@ -431,3 +435,221 @@ def test_bad_targets_fail_clearly():
         ComponentPanel(free_port(), timeout=0.3)
     with pytest.raises(ValueError, match="timeout must be positive"):
         ComponentPanel(1234, timeout=0)
+
+
+# -- array parameters ----------------------------------------------------------------------------
+GAINS_MODULE = """
+import numpy as np
+from dao.runtime import Component, Parameter
+
+class Gains(Component):
+    timing_depth = 0
+    modal_gains = Parameter(np.round(np.linspace(0.2, 1.0, 60), 6), np.ndarray, bounds=(0, 2),
+                            doc="gain factor of each control mode")
+    offsets = Parameter([0.0, 0.1, 0.2], list, doc="a short list: a JSON control")
+"""
+GAINS0 = [round(0.2 + 0.8 * i / 59, 6) for i in range(60)]
+
+
+@pytest.fixture
+def gains(procs, tmp_path) -> int:
+    """A component with a 60-value ndarray parameter (bounds (0, 2)), run by ``dao run`` in
+    its own process; its command port."""
+    import subprocess
+
+    (tmp_path / "dao_panel_gains.py").write_text(GAINS_MODULE)
+    env = child_environment()
+    env["PYTHONPATH"] = os.pathsep.join((str(tmp_path), env["PYTHONPATH"]))
+    port = free_port()
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    p = subprocess.Popen([*DAO, "run", "dao_panel_gains:Gains", "--port", str(port), "--name",
+                          unique_name("gns")], env=env, stdout=out, stderr=err, text=True)
+    p.files = (out, err)
+    procs.append(p)
+    with ComponentClient(port, timeout=0.5) as c:
+        c.wait_ready(60.0)
+    return port
+
+
+@pytest.fixture
+def gains_client(gains):
+    c = ComponentClient(gains, timeout=10.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def gains_panel(gains, pump):
+    pnl = ComponentPanel(gains, pump=pump)
+    yield pnl
+    pnl.close()
+
+
+def drawn(panel: ComponentPanel, name: str = "modal_gains") -> list[float]:
+    """The values the chart draws (its bokeh data source, as sent to the browser)."""
+    return list(panel._charts[name].source.data["v"])
+
+
+def component_gains(client: ComponentClient) -> list[float]:
+    return json.loads(client.query("modal_gains"))
+
+
+def test_an_array_parameter_is_a_chart_of_the_component_value(gains_panel, gains_client):
+    pnl = gains_panel
+    assert component_gains(gains_client) == GAINS0
+    assert set(pnl.charts) == {"modal_gains"}  # the 3-value list keeps its JSON control
+    assert isinstance(pnl.controls["offsets"], ipywidgets.Text)
+    assert pnl.controls["offsets"].value == "[0.0, 0.1, 0.2]"
+    chart = pnl.charts["modal_gains"]
+    assert isinstance(chart, BokehWidget)
+    assert drawn(pnl) == GAINS0
+    assert list(pnl._charts["modal_gains"].source.data["i"]) == list(range(60))
+    fig = pnl._charts["modal_gains"].figure
+    assert fig.xaxis[0].axis_label == "mode"  # "one per control mode"
+    assert (fig.y_range.start, fig.y_range.end) == pytest.approx((-0.08, 2.08))
+    spans = [r.location for r in fig.center if type(r).__name__ == "Span"]
+    assert sorted(spans) == [0, 2]  # the bounds, dashed
+    settle(lambda: pnl.summaries["modal_gains"].value.count("60 values · min 0.2 · median 0.6 "
+                                                            "· max 1"), 1, what="the summary")
+    ctl = pnl.controls["modal_gains"]
+    assert isinstance(ctl, ipywidgets.Text) and ctl.value == ""
+    assert "0:10 = 0.3" in ctl.placeholder and "[0, 2]" in pnl._hints["modal_gains"].value
+    assert "gain factor of each control mode" in ctl.tooltip and "JSON list of 60" in ctl.tooltip
+
+
+def test_a_slice_assignment_sets_exactly_those_elements(gains_panel, gains_client):
+    pnl, ctl = gains_panel, gains_panel.controls["modal_gains"]
+    ctl.value = "10:20 = 0"  # as typed in the page (Enter)
+    want = [0.0 if 10 <= i < 20 else g for i, g in enumerate(GAINS0)]
+    settle(lambda: component_gains(gains_client), want, what="the component's gains")
+    wait_for(lambda: "read back: 10 of 60 values changed" in pnl.notes["modal_gains"].value,
+             WAIT, what="the read-back note")
+    settle(lambda: drawn(pnl), want, what="the chart redrawn")
+    settle(lambda: ctl.value, "", what="the edit field emptied for the next edit")
+    assert "min 0 ·" in pnl.summaries["modal_gains"].value
+    # several assignments, negative indices and a sub-list at once
+    ctl.value = "5 = 1.5; -1 = 0.05; 0:3 = [0.1, 0.2, 0.3]"
+    want[5], want[-1], want[0:3] = 1.5, 0.05, [0.1, 0.2, 0.3]
+    settle(lambda: component_gains(gains_client), want, what="the second edit")
+    settle(lambda: drawn(pnl), want, what="the chart after the second edit")
+    # one number: every value
+    ctl.value = "0.4"
+    settle(lambda: component_gains(gains_client), [0.4] * 60, what="all gains at 0.4")
+    settle(lambda: drawn(pnl), [0.4] * 60, what="the flat chart")
+    wait_for(lambda: "min 0.4 · median 0.4 · max 0.4" in pnl.summaries["modal_gains"].value,
+             WAIT, what="the summary")
+
+
+def test_an_out_of_bounds_value_is_refused_and_the_chart_keeps_its_data(gains_panel,
+                                                                        gains_client):
+    pnl, ctl = gains_panel, gains_panel.controls["modal_gains"]
+    ctl.value = "30:40 = 2.5"  # the bounds are (0, 2): the component says no
+    wait_for(lambda: "above the upper bound 2" in pnl.notes["modal_gains"].value, WAIT,
+             what="the component's reason")
+    note = pnl.notes["modal_gains"].value
+    assert "[… 60 values]" in note and len(note) < 300  # not the 60 numbers it quotes
+    assert component_gains(gains_client) == GAINS0
+    assert drawn(pnl) == GAINS0 and pnl.values["modal_gains"] == GAINS0
+    assert ctl.value == "30:40 = 2.5"  # kept, to be corrected
+    ctl.value = "30:40 = 1.9"
+    settle(lambda: drawn(pnl)[30:40], [1.9] * 10, what="the corrected write drawn")
+    assert component_gains(gains_client)[30:40] == [1.9] * 10
+
+
+@pytest.mark.parametrize("text, why", [
+    ("60 = 1", "index 60 is out of range (the indices go from 0 to 59)"),
+    ("50:70 = 1", "range 50:70 goes beyond the 60 values"),
+    ("[1, 2, 3]", "the list has 3 numbers, not 60"),
+    ("gain", "'gain' is not a number"),
+    ("0:10", "'0:10' is neither a number nor an assignment"),
+    ("0:2 = [1]", "the list for 0:2 has 1 numbers, not 2"),
+])
+def test_bad_text_is_refused_by_the_panel_with_the_accepted_forms(gains_panel, gains_client,
+                                                                  text, why):
+    pnl, ctl = gains_panel, gains_panel.controls["modal_gains"]
+    served = gains_client.query("modal_gains")
+    ctl.value = text
+    def note() -> str:
+        return html.unescape(pnl.notes["modal_gains"].value)
+
+    wait_for(lambda: why in note(), WAIT, what="the panel's refusal")
+    assert "Write one number for all 60 values (0.3)" in note()
+    assert "0:10 = 0.3; 5 = 0" in note() and "JSON list of 60 numbers" in note()
+    assert ctl.value == text and drawn(pnl) == GAINS0
+    assert gains_client.query("modal_gains") == served  # nothing was sent
+
+
+def test_a_change_made_elsewhere_is_drawn(gains_panel, gains_client):
+    pnl = gains_panel
+    new = [round(1.5 - i / 60, 4) for i in range(60)]
+    gains_client.setup("modal_gains", new)  # a notebook's client.setup(...): an event
+    settle(lambda: drawn(pnl), new, what="the chart after a setup elsewhere")
+    wait_for(lambda: "max 1.5" in pnl.summaries["modal_gains"].value, WAIT,
+             what="the summary after a setup elsewhere")
+    # and the next edit starts from the component's new value
+    pnl.controls["modal_gains"].value = "0 = 0"
+    settle(lambda: component_gains(gains_client), [0.0, *new[1:]], what="the edit")
+
+
+def test_edit_array_forms():
+    cur = [0.5] * 10
+    assert edit_array(cur, " 0.3 ") == ([0.3] * 10, 10)
+    assert edit_array(cur, "0:10:2 = 1")[0] == [1.0, 0.5] * 5
+    assert edit_array(cur, ":3 = 0; 8: = 2;")[0] == [0, 0, 0] + [0.5] * 5 + [2, 2]
+    assert edit_array(cur, json.dumps(list(range(10))))[0] == list(range(10))
+    assert edit_array(list(range(10)), "3 = 7") == ([0, 1, 2, 7, 4, 5, 6, 7, 8, 9], 1)
+    for bad, why in (("3 = 0.5", "not an integer"), ("", "nothing written"),
+                     ("nan", "not a finite number"), ("3:1 = 0", "selects no value"),
+                     ("0:10:-1 = 0", "must be positive"), ("x = 1", "'x' is not an index")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            edit_array(list(range(10)) if bad.startswith("3 =") else cur, bad)
+
+
+class _Idle(Pump):
+    """A pump that registers sources but never runs: the test calls ``pump_tick`` itself."""
+
+    def add(self, source) -> None:
+        with self._lock:
+            self._sources.append(source)
+
+
+class LocalGains(Component):
+    timing_depth = 0
+    modal_gains = Parameter([0.5] * 300, list, bounds=(0, 2), doc="per-mode gains")
+
+
+def test_a_chart_redraw_waits_for_a_budget_that_holds_it(stream_dir):
+    """A redraw is one bokeh document patch (3 messages): never sent on a smaller budget, and
+    nothing else is held back meanwhile."""
+    comp = LocalGains(unique_name("lgn"))
+    pnl = ComponentPanel(comp, pump=_Idle(), min_interval=0.0)
+    sent: list[tuple[int, int]] = []
+
+    def tick(budget: int) -> int:
+        k = pnl.pump_tick(time.monotonic(), budget)
+        sent.append((budget, k))
+        return k
+
+    try:
+        assert pnl._charts["modal_gains"].figure.xaxis[0].axis_label == "mode"
+        for _ in range(300):  # the first showing, one message a tick
+            if tick(1) == 0 and not pnl._left:
+                break
+        comp.modal_gains = [1.0] * 300  # in its process: the panel learns it from the event
+        summary = pnl.summaries["modal_gains"]
+        wait_for(lambda: tick(2) >= 0 and "max 1" in summary.value, WAIT,
+                 what="the summary shown on a budget of 2")
+        for _ in range(10):
+            tick(2)
+        assert drawn(pnl) == [0.5] * 300 and pnl._left  # the redraw waits
+        chart = pnl.charts["modal_gains"]
+        m0, c0 = pnl.messages, chart.messages
+        assert tick(3) == 3 and drawn(pnl) == [1.0] * 300
+        assert pnl.messages - m0 == 3 and chart.messages - c0 == 3
+        for _ in range(5):
+            tick(3)
+        assert chart.messages - c0 == 3  # drawn once: the same values are not sent again
+        assert all(k <= budget for budget, k in sent), sent
+    finally:
+        pnl.close()
+        comp.close()
