@@ -98,3 +98,156 @@ def test_ls_dead_lists_only_dead_streams_and_rm_force_needs_dead(name):
     res = run("rm", "--force", name)
     assert res.returncode == 1 and "--force goes with --dead" in res.stderr
     assert os.path.exists(s.path)  # nothing removed
+
+
+# -- dao supervise --------------------------------------------------------------------------------
+def test_supervise_refuses_a_file_without_components_at_once(tmp_path):
+    """A file it cannot use: exit 2 at once, saying which file and what to write."""
+    cases = {
+        "empty.toml": ("", "The file is empty"),
+        "log.toml": ("[log]\nforward = false\n", "It has only [log]"),
+        "misspelt.toml": ('[[components]]\nname = "a"\nclass = "dao.examples:Counter"\n',
+                          "It has [[components]]: did you mean [[component]]?"),
+        "single.toml": ('[component]\nname = "a"\nclass = "dao.examples:Counter"\n',
+                        "[[component]] (two brackets)"),
+        "noclass.toml": ('[[component]]\nname = "a"\n', "has no 'class'"),
+        "broken.toml": ("[[component]\n", "is not valid TOML: Expected ']]'"),
+    }
+    for file, (text, why) in cases.items():
+        path = tmp_path / file
+        path.write_text(text)
+        res = run("supervise", str(path), timeout=30)
+        assert res.returncode == 2, (file, res.stderr)
+        assert str(path) in res.stderr and why in res.stderr, (file, res.stderr)
+        assert "Traceback" not in res.stderr and res.stdout == "", res.stderr
+        if file != "broken.toml":  # that one: where the TOML is wrong
+            assert "[[component]]" in res.stderr, res.stderr
+    res = run("supervise", str(tmp_path / "empty.toml"), timeout=30)
+    assert 'name = "counter"' in res.stderr and 'class = "dao.examples:Counter"' in res.stderr
+    res = run("supervise", str(tmp_path / "nowhere.toml"), timeout=30)
+    assert res.returncode == 2 and "nowhere.toml: no such file" in res.stderr
+
+
+def test_supervise_says_which_component_did_not_start(tmp_path):
+    path = tmp_path / "loop.toml"
+    path.write_text('[[component]]\nname = "x"\nclass = "no_such_module:Thing"\n')
+    res = run("supervise", str(path), timeout=60)
+    assert res.returncode == 1, res.stderr
+    assert "a component did not start: x exited with status 1 while starting" in res.stderr
+    assert "cannot load no_such_module:Thing" in res.stderr  # the component's own words
+    assert "Traceback" not in res.stderr
+
+
+class Supervise:
+    """``dao supervise FILE`` as a real process, its stdout and stderr read as they come."""
+
+    def __init__(self, config: str, tmp_path):
+        import threading
+
+        path = tmp_path / "loop.toml"
+        path.write_text(config)
+        self.p = subprocess.Popen([sys.executable, "-m", "dao.cli", "supervise", str(path),
+                                   "--interval", "0.2"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.readers = [threading.Thread(target=self._read, args=(f, lines), daemon=True)
+                        for f, lines in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for t in self.readers:
+            t.start()
+
+    @staticmethod
+    def _read(f, lines: list[str]) -> None:
+        for line in f:
+            lines.append(line)
+
+    def wait_line(self, lines: list[str], text: str, timeout: float = 30.0) -> str:
+        from dao.testing import wait_for
+
+        return wait_for(lambda: next((x for x in lines if text in x), None), timeout=timeout,
+                        what=f"a line with {text!r} (got {''.join(lines)[-3000:]!r})")
+
+    def status(self) -> dict[str, dict]:
+        """The components' status it printed once they were started, by name."""
+        import json
+
+        self.wait_line(self.out, "health events at")
+        text = "".join(self.out)
+        return {s["name"]: s for s in json.loads(text[:text.index("health events at")])}
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Its exit status, once it ended (SIGTERM first if it still runs)."""
+        import signal
+
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait(10)
+            for t in self.readers:
+                t.join(10)
+            self.p.stdout.close()
+            self.p.stderr.close()
+
+
+def test_supervise_says_at_once_which_component_fails_and_why(tmp_path):
+    """A component in Error: its name and the last line of its reason on stderr at once; a
+    process that dies: said too; SIGTERM stops everything, exit 0."""
+    import signal
+
+    from dao.testing import unique_name
+
+    cam, cnt = unique_name("cam"), unique_name("cnt")
+    sup = Supervise(f"""
+[[component]]
+name = "{cam}"
+class = "dao.examples:Counter"
+state = "Running"
+args = {{ period = 0.005 }}
+
+[[component]]
+name = "{cnt}"
+class = "dao.examples:Counter"
+""", tmp_path)
+    try:
+        st = sup.status()
+        assert st[cam]["state"] == "Running" and st[cnt]["state"] == "Off"
+        from dao.runtime.command import ComponentClient
+
+        with ComponentClient(st[cam]["address"]) as c:
+            c.fail("the shutter jammed\nRuntimeError: shutter stuck at 40%")
+        line = sup.wait_line(sup.err, "is in Error", timeout=10)
+        assert cam in line and line.rstrip().endswith("RuntimeError: shutter stuck at 40%")
+        assert "ERROR" in line
+        os.kill(st[cnt]["pid"], signal.SIGKILL)
+        line = sup.wait_line(sup.err, f"{cnt} (pid {st[cnt]['pid']}) died", timeout=10)
+        assert "status -9" in line
+        sup.wait_line(sup.out, f"{cnt} (pid {st[cnt]['pid']}) died", timeout=10)
+        assert sup.finish() == 0
+    finally:
+        sup.finish()
+    err = "".join(sup.err)
+    assert "Traceback" not in err and sum("is in Error" in x for x in sup.err) == 1, err
+
+
+def test_supervise_stops_when_no_process_is_left_to_watch(tmp_path):
+    """Every process ended and none restarts: said, exit 1 (never idle without a word)."""
+    import signal
+
+    from dao.testing import unique_name
+
+    name = unique_name("one")
+    sup = Supervise(f'[[component]]\nname = "{name}"\nclass = "dao.examples:Counter"\n',
+                    tmp_path)
+    try:
+        pid = sup.status()[name]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert sup.p.wait(30) == 1
+    finally:
+        sup.finish()
+    err = "".join(sup.err)
+    assert f"{name} (pid {pid}) died with status -9" in err
+    assert "nothing left to watch" in err

@@ -651,8 +651,8 @@ class AOLoop:
                 with contextlib.suppress(Exception):
                     reason = self.supervisor.client(h["component"]).query("error_reason")
             lines = str(reason or "no reason given").strip().splitlines()
-            why.append(f"{h['component']} ({roles.get(h['component'], '?')}): "
-                       f"{lines[-1] if lines else ''}")
+            why.append(f"{h['component']}: {lines[-1] if lines else ''} (the "
+                       f"{roles.get(h['component'], '?')})")
         raise RuntimeError("the loop stopped, a component is in Error: " + "; ".join(why)
                            + " (the whole reason: ao.client(role).query('error_reason'))")
 
@@ -735,8 +735,18 @@ class AOLoop:
         """The law run by a thread of this process (:meth:`swap` with ``where="kernel"``), to
         change it live (its attributes are read every frame); None when the controller
         component runs the law."""
-        local = self._owned.get("local")
+        local = self._local()
         return local.law if local is not None else None
+
+    def _local(self) -> Any:
+        """The :class:`LocalController` in charge, or None (one whose law raised is ended
+        here, once it has handed the loop back)."""
+        local = self._owned.get("local")
+        if local is not None and local.error is not None:
+            local.handed_back.wait(10.0)
+            local.stop()
+            self._owned["local"] = local = None
+        return local
 
     def swap(self, law: Any = None, *args: Any, where: str = "kernel", ship: Any = (),
              **params: Any) -> int:
@@ -803,7 +813,7 @@ class AOLoop:
                               _stream_file(self.stream_dir, names["dm_command"]),
                               on_error=self._local_failed,
                               priority=int(self.config["run"]["priority"]))
-        old = self._owned.get("local")
+        old = self._local()
         try:
             h = (old.host.release(0) if old is not None
                  else int(self.client("controller").other("release 0")))
@@ -831,7 +841,7 @@ class AOLoop:
         ctl = self.client("controller")
         n0 = len(self._law_entries(ctl))
         name = self._ship(*shipped) if shipped is not None else ctl.other("stock")
-        old = self._owned.get("local")
+        old = self._local()
         if old is not None:
             h = old.host.release(0)
             ctl.other(f"acquire {h}")

@@ -235,6 +235,8 @@ class LocalController:
     host : LawHost
     error : BaseException or None
         What the law raised.
+    handed_back : threading.Event
+        Set once ``on_error`` has returned (the thread has ended).
     """
 
     def __init__(self, law: Any, slopes: str, dm_command: str, *, on_error=None,
@@ -251,6 +253,7 @@ class LocalController:
         self._times = np.zeros(4096, np.int64)
         self._n = 0
         self.error: BaseException | None = None
+        self.handed_back = threading.Event()
         self._on_error = on_error
         self._priority = int(priority)
         self._stop = threading.Event()
@@ -293,8 +296,11 @@ class LocalController:
                 self.error = exc
                 with host.lock:
                     host.until = frame  # this frame has no command: the stock one writes it
-                if self._on_error is not None:
-                    self._on_error(frame, exc)
+                try:
+                    if self._on_error is not None:
+                        self._on_error(frame, exc)
+                finally:
+                    self.handed_back.set()
                 return
             if wrote:
                 self._times[self._n % self._times.size] = time.perf_counter_ns() - t0
@@ -309,7 +315,8 @@ class LocalController:
     def stop(self, timeout: float = 2.0) -> None:
         """End the thread and close the streams (after the law was released)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
         for st in (self._slopes, self._out):
             with contextlib.suppress(Exception):
                 st.close()

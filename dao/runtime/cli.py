@@ -15,7 +15,9 @@ on its own: ``python -m dao.runtime.cli run dao.examples:Counter --port 5555``.
   address itself (a supervisor's health events). Exit 2 when nothing answers within
   ``--timeout`` (no component at ADDRESS, or no publisher's snapshot).
 - ``dao supervise CONFIG.toml``: start the components of a config file, watch them, stop them
-  all on SIGTERM/SIGINT; prints where its health events are published.
+  all on SIGTERM/SIGINT; prints where its health events are published, each state change,
+  a component in Error at once with its reason, each death and restart. A file it cannot use
+  (no ``[[component]]`` entry, ...) exits 2 at once with what to fix.
 - ``dao logs [ADDRESS]``: print the records of the log bus.
 """
 
@@ -337,7 +339,10 @@ def add_supervise_parser(subparsers: Any) -> argparse.ArgumentParser:
         "supervise",
         help="start, watch and stop the components of a TOML config file",
         description="Start each [[component]] of CONFIG as its own process, print state "
-        "changes, restart or report processes that die, stop all on SIGTERM/SIGINT.",
+        "changes (a component in Error at once, with its reason), restart or report "
+        "processes that die, stop all on SIGTERM/SIGINT. Exit 2 when CONFIG cannot be used "
+        "(unreadable, not TOML, no [[component]] entry, a bad entry), 1 when a component "
+        "does not start or every process has ended with none to restart.",
     )
     p.add_argument("config", help="TOML file (see dao.runtime.supervisor)")
     p.add_argument("--interval", type=float, default=1.0, help="watch period, s (default 1)")
@@ -345,25 +350,111 @@ def add_supervise_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_supervise(args: argparse.Namespace) -> int:
-    """Handler of ``dao supervise``."""
-    from dao.runtime.supervisor import Supervisor
+#: What to add to a configuration without components (the message of ``dao supervise``).
+_COMPONENT_EXAMPLE = """\
+Add one [[component]] table per component, with at least its name and class, e.g.
 
+[[component]]
+name = "counter"
+class = "dao.examples:Counter"
+state = "Running"
+
+(every key: python -c "import dao.runtime.supervisor as m; help(m)")"""
+
+
+def _read_supervise_config(path: str) -> tuple[dict[str, Any] | None, str]:
+    """The configuration in ``path``, or None and what is wrong with it (and how to fix it)."""
+    import difflib
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except FileNotFoundError:
+        return None, f"{path}: no such file (give the path of a TOML file of [[component]] " \
+                     "tables)"
+    except IsADirectoryError:
+        return None, f"{path} is a folder: give a TOML file of [[component]] tables"
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc}"
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{path} is not valid TOML: {exc}"
+    if config.get("component"):
+        return config, ""
+
+    def shown(key: str) -> str:  # as written in the file
+        v = config[key]
+        if isinstance(v, dict):
+            return f"[{key}]"
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            return f"[[{key}]]"
+        return f"{key} = ..."
+
+    others = [k for k in config if k != "component"]
+    near = difflib.get_close_matches("component", [k.lower() for k in others], n=1, cutoff=0.6)
+    if near:
+        key = next(k for k in others if k.lower() == near[0])
+        hint = f"It has {shown(key)}: did you mean [[component]]?"
+    elif isinstance(config.get("component"), dict):
+        hint = "It has an empty [component] table: write [[component]] (two brackets)."
+    elif "component" in config:
+        hint = "Its component list is empty."
+    elif not config:
+        hint = "The file is empty."
+    else:
+        hint = f"It has only {', '.join(shown(k) for k in others)}."
+    return None, (f"{path} has no [[component]] entry: nothing to supervise. "
+                  f"{hint.strip()}\n{_COMPONENT_EXAMPLE}")
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """Handler of ``dao supervise``.
+
+    Returns
+    -------
+    int
+        0 once stopped by SIGTERM/SIGINT; 1 when a component does not start, or when every
+        process has ended and none is restarted (nothing left to watch); 2 when the
+        configuration cannot be used (each said on stderr, with what to do).
+    """
+    from dao.runtime.supervisor import Supervisor, SupervisorError
+
+    config, problem = _read_supervise_config(args.config)
+    if config is None:
+        print(f"dao supervise: {problem}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        sup = Supervisor(config)
+    except (SupervisorError, ValueError, TypeError) as exc:
+        print(f"dao supervise: {args.config}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    # the supervisor logs each state change, a component in Error (with the last line of its
+    # reason) and each death as they happen: on stderr, at once
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s supervise %(levelname)s: %(message)s"
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    sup = Supervisor.from_file(args.config)
     try:
-        sup.start_all()
+        sup.start_all()  # stops what it started when one fails
+    except SupervisorError as exc:
+        print(f"dao supervise: {args.config}: a component did not start: {exc}",
+              file=sys.stderr, flush=True)
+        return 1
+    try:
         print(json.dumps(sup.status(), indent=1), flush=True)
         print(f"health events at {sup.events_address} (dao events --direct "
               f"{sup.events_address})", flush=True)
         while not stop.wait(args.interval):
             for event in sup.poll():
                 print(event, flush=True)
+            health = sup.health()
+            if all(not h["alive"] and not h["restart"] for h in health):
+                print("dao supervise: every component process has ended and none is restarted "
+                      "(restart = false): nothing left to watch, stopping", file=sys.stderr,
+                      flush=True)
+                return 1
     finally:
         sup.stop_all()
     return 0

@@ -34,7 +34,8 @@ and by kind:
   same window; ``null`` without samples), ``samples``, ``uptime_s``, ``pid``;
 - ``health`` (supervisors): ``pid``, ``alive``, ``uptime_s``, ``restarts``,
   ``last_exit_code``, ``exit_codes``, ``address``, ``events_address``, ``restart``,
-  ``stopping``, ``why`` (``"started"``, ``"died"``, ``"restarted"``, ``"failed"`` (a start
+  ``stopping``, ``state``, ``error_reason`` (the component's reason while it is in Error,
+  else ``null``), ``why`` (``"started"``, ``"died"``, ``"restarted"``, ``"failed"`` (a start
   or restart that did not complete: its process was killed), ``"stopped"``, ``"state"``,
   ``"heartbeat"``, ``"snapshot"``); with each round of them the supervisor's own
   ``heartbeat`` (``components``, ``pid``, ``uptime_s``); the ``pid`` of a health event is the

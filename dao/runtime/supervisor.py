@@ -43,11 +43,19 @@ owns the recorded state; once it is there, the component's events do, but only t
 the current process (each carries its ``pid``) and none older than the end of the start (each
 carries its ``time``), so the recorded state never goes back to an earlier one.
 
+A component in Error is known at once: the state event that says so carries the reason (the
+component's ``error_reason``, with the traceback of an exception in ``process()``), and the
+supervisor records both together, so :meth:`Supervisor.health` gives ``state: "Error"`` and
+its ``error_reason`` from the same moment (``None`` again once it leaves Error, e.g. after
+Recover). Each state change is logged (``dao.runtime.supervisor``; an Error at ERROR level,
+with the last line of its reason), as each death is.
+
 Health events: the supervisor publishes, on its own event socket
 (:attr:`Supervisor.events_address`, see :mod:`dao.runtime.events`), a ``health`` event per
 component (``pid``, ``alive``, ``uptime_s``, ``restarts``, ``last_exit_code``, ``state``,
-``address``, ``events_address``, ``why``) at each change (started, died, restarted, stopped, a
-new state) and about once a second; a new subscriber gets them all at once.
+``error_reason``, ``address``, ``events_address``, ``why``) at each change (started, died,
+restarted, stopped, a new state or Error reason) and about once a second; a new subscriber gets
+them all at once.
 
 Restarts back off: the first death is restarted at once; a process that dies again within
 ``stable_after`` seconds of its start waits ``backoff[0]`` seconds, doubling at each quick
@@ -111,6 +119,12 @@ def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def _last_line(text: str | None) -> str:
+    """The last non-blank line of ``text`` (of a reason: usually the exception's line)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def child_environment(**extra: str) -> dict[str, str]:
     """This process's environment for a child process that must import this same ``dao``.
 
@@ -160,8 +174,13 @@ class ComponentSpec:
                 f"component entry {d.get('name', '?')!r}: unknown keys "
                 f"{sorted(extra)} (known: {sorted(known)})"
             )
-        if "name" not in d or not ({"class", "cls"} & set(d)):
-            raise SupervisorError(f"component entry {d!r} needs 'name' and 'class'")
+        missing = [k for k, have in (("name", "name" in d),
+                                     ("class", bool({"class", "cls"} & set(d)))) if not have]
+        if missing:
+            raise SupervisorError(
+                f"component entry {d!r} has no {' and no '.join(repr(k) for k in missing)}: "
+                "each [[component]] needs a name and a class, e.g. name = \"counter\" and "
+                "class = \"dao.examples:Counter\"")
         state = str(d.get("state", "Off"))
         try:
             if parse_state(state) is State.ERROR:
@@ -206,6 +225,9 @@ class _Proc:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     # what the component said last (its events) and what a restart brings back
     state: str | None = None
+    # why it is in Error (set with state, in the same locked update; None when not in Error)
+    error_reason: str | None = None
+    asking_reason: bool = False  # a heartbeat said Error before any reason came: asking it
     params: dict[str, Any] = field(default_factory=dict)
     readonly: set[str] = field(default_factory=set)
     restore: tuple[str, dict[str, Any]] | None = None
@@ -260,7 +282,16 @@ class Supervisor:
         self.monitor_interval = monitor_interval
         self.heartbeat_interval = float(heartbeat_interval)
         self._events_port = config.get("events_port", events_port)
-        specs = [ComponentSpec.from_dict(d) for d in config.get("component", [])]
+        entries = config.get("component", [])
+        if isinstance(entries, dict):
+            raise SupervisorError(
+                "'component' is one table ([component]); write each component as an entry of "
+                "an array of tables: [[component]] (two brackets), one per component")
+        if not isinstance(entries, list) or not all(isinstance(d, dict) for d in entries):
+            raise SupervisorError(
+                f"'component' must be a list of tables ([[component]] entries with name and "
+                f"class), not {entries!r}")
+        specs = [ComponentSpec.from_dict(d) for d in entries]
         names = [s.name for s in specs]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -452,7 +483,7 @@ class Supervisor:
             p.popen = popen
             p.reported_dead = False
             p.started_at = time.monotonic()
-            p.state = "Off"
+            self._set_state(p, "Off")
         if p.client is None:
             p.client = ComponentClient(self._address(p), timeout=self.command_timeout)
         deadline = time.monotonic() + self.ready_timeout
@@ -518,7 +549,7 @@ class Supervisor:
             log.error("%s: %s", p.spec.name, exc)
             raise SupervisorError(str(exc)) from exc
         with self._lock:
-            p.state = str(reached)
+            self._set_state(p, str(reached))
 
     def _learn(self, p: _Proc) -> None:
         """Ask a started component for its parameter values and which ones are read-only."""
@@ -638,15 +669,23 @@ class Supervisor:
             sub.close()
 
     def _on_event(self, ev: dict[str, Any]) -> None:
-        """Follow what a component says: its state and parameter values.
+        """Follow what a component says: its state, why it is in Error, its parameter values.
 
         Only the events of the current process count (``pid``), and none published before the
         end of its start (``time``): what the start established is never overwritten by older
         news (the snapshot or the state changes of the start itself, read later).
+
+        The Error state and its reason are recorded together (one locked update, from the
+        ``state`` event's ``reason`` or the ``error`` event), so :meth:`health` never shows
+        Error without a reason. A heartbeat saying Error before any reason came (its state
+        event lost, or published just before the start ended) makes the monitor ask the
+        component for its ``error_reason`` (a command, 0.5 s at most) before recording it.
         """
         p = self.procs.get(str(ev.get("component")))
         if p is None:
             return
+        said: list[tuple[int, str, tuple[Any, ...]]] = []
+        ask = None
         with self._lock:
             popen = p.popen
             if popen is None or p.reported_dead or p.starting:
@@ -663,19 +702,96 @@ class Supervisor:
             if isinstance(ev.get("parameters"), dict):
                 p.params.update(ev["parameters"])
             state = ev.get("state")
-            if kind in ("state", "heartbeat") and isinstance(state, str) and state != p.state:
-                p.state = state
-                if kind == "state":
-                    self._health_event(p, "state")
+            if not isinstance(state, str):
+                return
+            if kind in ("state", "error") and state == "Error":
+                reason = ev.get("reason")
+                said = self._follow(p, state, str(reason) if reason else None)
+            elif kind == "state" and state != p.state:
+                said = self._follow(p, state)
+            elif kind == "heartbeat" and state != p.state:
+                if state != "Error":
+                    self._set_state(p, state)
+                elif not p.asking_reason:  # no reason yet: ask for it (below, unlocked)
+                    p.asking_reason = True
+                    ask = popen
+        for level, fmt, args in said:
+            log.log(level, fmt, *args)
+        if ask is not None:
+            self._ask_reason(p, ask)
+
+    def _set_state(self, p: _Proc, state: str, reason: str | None = None) -> None:
+        """Record ``state`` and, in the same update, why it is in Error (lock held): the
+        reason given, else the one already known, else a note saying how to ask for it;
+        None when ``state`` is not Error."""
+        if state == "Error":
+            p.error_reason = reason or p.error_reason or (
+                "no reason received (ask the component: dao ctl "
+                f"{self._address(p)} QUERY error_reason)")
+        else:
+            p.error_reason = None
+        p.state = state
+        p.asking_reason = False
+
+    def _follow(self, p: _Proc, state: str,
+                reason: str | None = None) -> list[tuple[int, str, tuple[Any, ...]]]:
+        """A state (and reason) that a component's event told (lock held): record it, publish
+        a health event when something changed; the log records to write once the lock is
+        released, as ``(level, format, args)``."""
+        old, old_reason = p.state, p.error_reason
+        self._set_state(p, state, reason)
+        if (p.state, p.error_reason) == (old, old_reason):
+            return []
+        self._health_event(p, "state")
+        name, pid = p.spec.name, p.popen.pid if p.popen is not None else None
+        if state == "Error":
+            return [(logging.ERROR, "%s (pid %s) is in Error: %s",
+                     (name, pid, _last_line(p.error_reason)))]
+        if old == "Error":
+            return [(logging.WARNING, "%s (pid %s) left Error: now %s", (name, pid, state))]
+        return [(logging.INFO, "%s (pid %s): %s -> %s", (name, pid, old, state))]
+
+    def _ask_reason(self, p: _Proc, popen: subprocess.Popen) -> None:
+        """A heartbeat said Error and no reason came: ask the component (a client of its own,
+        0.5 s at most: this runs on the monitor thread), then record Error with it."""
+        reason, state = None, "Error"
+        try:
+            with ComponentClient(self._address(p), timeout=0.5) as c:
+                reason = c.query("error_reason") or None
+                if reason is None:
+                    state = c.state()
+        except Exception as exc:  # noqa: BLE001 - never the end of the monitor thread
+            log.warning("%s: in Error, and its reason could not be asked: %s", p.spec.name, exc)
+        with self._lock:
+            p.asking_reason = False
+            if (p.popen is not popen or p.reported_dead or p.starting or p.state == "Error"
+                    or state != "Error"):
+                return  # it changed meanwhile: its next events tell
+            said = self._follow(p, "Error", reason)
+        for level, fmt, args in said:
+            log.log(level, fmt, *args)
 
     def health(self) -> list[dict[str, Any]]:
-        """Each component's health, without asking it anything: ``component`` (name),
-        ``pid``, ``alive``, ``uptime_s``, ``restarts``, ``last_exit_code``, ``exit_codes``,
-        ``state`` (last known, from its events), ``address``, ``events_address``,
-        ``restart`` (restarted when it dies), ``stopping``."""
-        return [self._health(p) for p in self.procs.values()]
+        """Each component's health, without asking it anything (quick: no command sent).
+
+        Returns
+        -------
+        list of dict
+            One per component, in configuration order: ``component`` (name), ``pid``,
+            ``alive``, ``uptime_s``, ``restarts``, ``last_exit_code``, ``exit_codes``,
+            ``state`` (last known, from its events), ``error_reason`` (why it is in Error,
+            as the component said, usually ending with the exception's line; None when not
+            in Error: set with the Error state, cleared when it leaves it), ``address``,
+            ``events_address``, ``restart`` (restarted when it dies), ``stopping``.
+        """
+        with self._lock:
+            return [self._health(p) for p in self.procs.values()]
 
     def _health(self, p: _Proc) -> dict[str, Any]:
+        with self._lock:  # state and error_reason read together
+            return self._health_locked(p)
+
+    def _health_locked(self, p: _Proc) -> dict[str, Any]:
         rc = p.popen.poll() if p.popen is not None else None
         alive = p.popen is not None and rc is None
         if rc is None and p.exit_codes:
@@ -689,6 +805,7 @@ class Supervisor:
             "last_exit_code": rc,
             "exit_codes": list(p.exit_codes),
             "state": p.state,
+            "error_reason": p.error_reason,
             "address": self._address(p),
             "events_address": self._events_address(p),
             "restart": p.spec.restart,
@@ -823,7 +940,8 @@ class Supervisor:
                 msg += f" {now - p.started_at:.1f} s after its start; restart in {delay:g} s"
                 log.warning("%s", msg)
                 events.append(msg)
-            else:
+            else:  # said at once: the report comes when the restart is done
+                log.warning("%s; restarting it", msg)
                 p.restarting = True
                 restarts.append((name, msg))
         self.events.extend(events)

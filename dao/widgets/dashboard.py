@@ -3,7 +3,9 @@
 One widget shows
 
 - the loop's controls: close it (at the gain of the slider), open it (gain 0, the integrator
-  back to zero), the gain (sent to the running controller, read back from its events);
+  back to zero), the gain (sent to the running controller, read back from its events), and
+  the loop's status line, which says in red which component is in Error and why (the last
+  line of its reason) as soon as the supervisor's health event tells;
 - every component's health (pid, uptime, restarts, state, rate), from the supervisor's events;
 - live views of the WFS image, the slopes and the DM command on their grids, and the PSF;
 - the Strehl ratio and residual of every science exposure, and the latency of each stage
@@ -64,6 +66,12 @@ def loop_latencies(loop: AOLoop, frames: int = 2000) -> dict[str, np.ndarray]:
     return {"camera_to_slopes": hops["source_to_slopes"],
             "slopes_to_command": hops["slopes_to_dm_command"],
             "camera_to_command": hops["total"]}
+
+
+def _last_line(text: str | None) -> str:
+    """The last non-blank line of ``text`` (of an Error reason: usually the exception's)."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 class LoopDashboard(w.VBox):
@@ -160,6 +168,8 @@ class LoopDashboard(w.VBox):
         self._controller_events = loop.subscribe("controller", kinds=["parameter", "state"])
         self._health: dict[str, dict[str, Any]] = {}
         self._health_dirty = True
+        self._roles = {c["name"]: r for r, c in cfg["components"].items()}
+        self._failed: dict[str, str] = {}  # component in Error -> last line of its reason
         self._gain = loop.gain
         self._applying = False
         self._science_cnt = 0
@@ -205,14 +215,35 @@ class LoopDashboard(w.VBox):
 
     def _show_gain(self, g: float) -> None:
         self._gain = g
-        state = f"closed, gain {g:.2f}" if g > 0 else "open"
-        self.loop_status.value = f"loop <b>{state}</b> (read back from the controller)"
+        self._show_status()
         if g > 0 and abs(self.gain_slider.value - g) > 1e-9:
             self._applying = True
             try:
                 self.gain_slider.value = g
             finally:
                 self._applying = False
+
+    def _show_status(self) -> None:
+        """The status line: the components in Error (red, each with the last line of its
+        reason) while there are any, else the loop's state as the controller read it back."""
+        if self._failed:
+            said = "; ".join(
+                f"{html.escape(self._roles.get(name, name))} (<b>{html.escape(name)}</b>) in "
+                f"Error: {html.escape(why)}" for name, why in sorted(self._failed.items()))
+            self.loop_status.value = f"<span style='color:#b00'>{said}</span>"
+            return
+        state = f"closed, gain {self._gain:.2f}" if self._gain > 0 else "open"
+        self.loop_status.value = f"loop <b>{state}</b> (read back from the controller)"
+
+    def _follow_errors(self) -> bool:
+        """Take the components in Error from the health events; True if that changed."""
+        failed = {name: _last_line(h.get("error_reason")) or "no reason given"
+                  for name, h in self._health.items() if h.get("state") == "Error"}
+        if failed == self._failed:
+            return False
+        self._failed = failed
+        self._show_status()
+        return True
 
     # -- the pump's side -------------------------------------------------------------------
     def pump_tick(self, now: float, budget: int) -> int:
@@ -229,6 +260,8 @@ class LoopDashboard(w.VBox):
         for ev in self._health_events.drain():
             self._health[ev["component"]] = ev
             self._health_dirty = True
+        if self._health_dirty and self._follow_errors():  # always: it is the news that counts
+            sent += 1
         if self._health_dirty and sent < budget:
             self.health.value = self._health_html()
             self._health_dirty = False

@@ -18,7 +18,7 @@ from dao.proto import ReplyMessage
 from dao.runtime.command import CommandFailed, CommandTimeout, ComponentClient
 from dao.runtime.logbus import LogForwarder, LogSubscriber
 from dao.runtime.supervisor import Supervisor, SupervisorError
-from dao.testing import child_environment, free_port, unique_name, wait_for
+from dao.testing import child_environment, free_port, unique_name, wait_equal, wait_for
 
 CLI = [sys.executable, "-m", "dao.runtime.cli"]
 
@@ -547,3 +547,61 @@ def test_every_component_gets_its_own_ports():
                           "events_port": fixed + 1}]})
     ports = [q for p in sup.procs.values() for q in (p.port, p.events_port)]
     assert len(set(ports)) == len(ports) == 82
+
+
+# -- a component in Error: known at once, with its reason ---------------------------------------
+def test_health_gives_the_error_reason_with_the_error_state(stream_dir):
+    """The Error state and its reason arrive together in health() (and in the health event),
+    and leave together on Recover."""
+    name = unique_name("er")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Faulty",
+                                     "state": "Running", "args": {"period": 0.002}}]})
+    samples: list[tuple] = []
+
+    def health():
+        h = sup.health()[0]
+        samples.append((h["state"], h["error_reason"]))
+        return h
+
+    def state_and_reason():
+        h = health()
+        return h["state"], h["error_reason"]
+
+    with sup:
+        c = sup.client(name)
+        assert state_and_reason() == ("Running", None)
+        with sup.subscribe(kinds=["health"]) as sub:
+            c.setup("fail_at", 1)  # process() raises at its next iteration
+            h = wait_for(lambda: (h := health())["state"] == "Error" and h, timeout=10,
+                         what="health() to say Error")
+            ev = sub.wait_for(component=name, state="Error", timeout=10)
+        for reason in (h["error_reason"], ev["error_reason"]):
+            assert "deliberate failure at count" in reason and "Traceback" in reason
+        assert ev["why"] == "state"
+        assert c.recover() == "Idle"
+        wait_equal(state_and_reason, ("Idle", None), what="health() after Recover")
+        c.fail("the camera is gone\nunplugged at 12:03")  # a client's reason, as given
+        wait_equal(lambda: health()["error_reason"], "the camera is gone\nunplugged at 12:03",
+                   what="the client's reason")
+        assert c.recover() == "Idle"
+        wait_equal(lambda: health()["error_reason"], None, what="the reason, cleared")
+    # never Error without its reason, never a reason outside Error
+    assert all((st == "Error") == (why is not None) for st, why in samples), samples
+
+
+def test_a_heartbeat_saying_error_first_gets_the_reason_asked(stream_dir):
+    """Error seen in a heartbeat before any reason came: the supervisor asks the component
+    for it before recording the state (no monitor here: the events are fed by hand)."""
+    name = unique_name("hb")
+    sup = Supervisor({"component": [{"name": name, "class": "dao.examples:Counter",
+                                     "state": "Idle"}]}, monitor_interval=None)
+    with sup:
+        pid = sup.health()[0]["pid"]
+        sup.client(name).fail("the shutter jammed")
+        sup._on_event({"kind": "heartbeat", "component": name, "state": "Error",
+                       "time": time.time(), "pid": pid})
+        h = sup.health()[0]
+        assert (h["state"], h["error_reason"]) == ("Error", "the shutter jammed")
+        sup._on_event({"kind": "state", "component": name, "state": "Idle",
+                       "time": time.time(), "pid": pid})
+        assert sup.health()[0]["error_reason"] is None

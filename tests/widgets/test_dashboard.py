@@ -82,6 +82,36 @@ def test_views_plots_and_health_follow_the_loop(loop, frontend):
     wait_for(lambda: not pump.running, timeout=10, what="the pump to stop with the dashboard")
 
 
+def test_a_component_in_error_is_said_in_the_status_line(loop, frontend):
+    """The status line names the component in Error and the last line of its reason, in red,
+    and comes back to the loop's state once it recovered."""
+    pump = Pump()
+    dash = LoopDashboard(loop, pump=pump, panels=False)
+    for v in dash.views.values():
+        frontend(v)
+    c = loop.client("controller")
+    name = loop.config["components"]["controller"]["name"]
+    try:
+        assert "loop <b>" in dash.loop_status.value and "Error" not in dash.loop_status.value
+        c.call("EXEC", "OnFailure the DM driver stopped answering\n"
+                       "DMError: no reply from the DM within 5 s")
+        wait_for(lambda: "in Error" in dash.loop_status.value, timeout=10,
+                 what="the status line to say Error")
+        status = dash.loop_status.value
+        assert f"controller (<b>{name}</b>) in Error: DMError: no reply from the DM within 5 s" \
+            in status
+        assert "color:#b00" in status and "stopped answering" not in status  # the last line
+        assert c.recover() == "Idle"
+        wait_for(lambda: "loop <b>" in dash.loop_status.value, timeout=10,
+                 what="the status line back to normal")
+        assert "Error" not in dash.loop_status.value
+    finally:
+        if c.state() == "Error":
+            c.recover()
+        c.goto("Running")  # as the other tests of this loop expect it
+        dash.close()
+
+
 def test_a_stopped_loop_is_refused(tmp_path):
     ao = AOLoop(n_subap=4)
     with pytest.raises(RuntimeError, match="start it first"):
