@@ -37,6 +37,8 @@ from numba import njit
 
 from dao.recon import von_karman_covariance
 
+from .shack_hartmann import checked_int, checked_number
+
 __all__ = [
     "R0_WAVELENGTH",
     "kolmogorov_structure_function",
@@ -166,11 +168,19 @@ class ARExtender:
         Outer scale, metres.
     n_full_rows : int
         Rows next to the new one taken in full in the stencil.
+
+    Raises
+    ------
+    ValueError
+        ``n`` or ``n_full_rows`` not an integer >= 1, ``pixel_scale`` or ``L0`` not > 0.
     """
 
     def __init__(self, n: int, pixel_scale: float, L0: float,  # noqa: N803
                  n_full_rows: int = 2) -> None:
-        self.n = int(n)
+        self.n = checked_int("n", n)
+        checked_number("pixel_scale", pixel_scale, gt=0, unit="m")
+        checked_number("L0", L0, gt=0, unit="outer scale, m")
+        n_full_rows = checked_int("n_full_rows", n_full_rows)
         rows, cols = [], []
         for d in range(n_full_rows):
             rows.append(np.full(n, d))
@@ -257,6 +267,12 @@ class InfinitePhaseScreen:
         Shared row generator (layers with the same ``n``, ``pixel_scale`` and ``L0`` may share
         one: it is computed for ``r0 = 1``).
 
+    Raises
+    ------
+    ValueError
+        ``n`` not an integer >= 1, ``pixel_scale``, ``r0`` or ``L0`` not > 0, ``velocity``
+        not two finite numbers.
+
     Attributes
     ----------
     screen : ndarray, float64, shape (n + 2 margin, n + 2 margin)
@@ -272,11 +288,13 @@ class InfinitePhaseScreen:
     def __init__(self, n: int, pixel_scale: float, r0: float, L0: float,  # noqa: N803
                  velocity: tuple[float, float], rng: np.random.Generator,
                  extender: ARExtender | None = None) -> None:
-        self.n = int(n)
-        self.pixel_scale = float(pixel_scale)
-        self.r0 = float(r0)
-        self.L0 = float(L0)
+        self.n = checked_int("n", n)
+        self.pixel_scale = checked_number("pixel_scale", pixel_scale, gt=0, unit="m")
+        self.r0 = checked_number("r0", r0, gt=0, unit="Fried parameter at 500 nm, m")
+        self.L0 = checked_number("L0", L0, gt=0, unit="outer scale, m")
         self.velocity = np.asarray(velocity, dtype=np.float64)
+        if self.velocity.shape != (2,) or not np.all(np.isfinite(self.velocity)):
+            raise ValueError(f"velocity = {velocity!r}: must be two finite numbers (vy, vx), m/s")
         self.rng = rng
         m = self.n + 2 * self.margin
         self.extender = extender or ARExtender(m, pixel_scale, L0)
@@ -328,12 +346,28 @@ class InfinitePhaseScreen:
         return out
 
 
-def _per_layer(value, n: int, name: str) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(value, dtype=np.float64))
+def _per_layer(value, n: int | None, name: str, low: float | None = None, unit: str = "",
+               strict: bool = False) -> np.ndarray:
+    """``value`` (one number, or one per layer) as ``n`` floats (``n`` None: as many as
+    given), all finite and ``>= low`` (``> low`` if ``strict``); a ValueError naming ``name``
+    otherwise."""
+    try:
+        a = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        a = np.array([np.nan])
+    op = ">" if strict else ">="
+    allowed = "a finite number" if low is None else f"a number {op} {low:g}"
+    if (a.ndim != 1 or a.size == 0 or isinstance(value, bool) or not np.all(np.isfinite(a))
+            or (low is not None and (np.any(a <= low) if strict else np.any(a < low)))):
+        raise ValueError(f"{name} = {value!r}: must be {allowed} or a list of them, one per "
+                         f"layer ({unit})")
+    if n is None:
+        return a
     if a.size == 1:
         a = np.full(n, a[0])
     if a.size != n:
-        raise ValueError(f"{name} must have one value or one per layer ({n})")
+        raise ValueError(f"{name} = {value!r}: must have one value or one per layer ({n}, the "
+                         "layers of cn2_weights)")
     return a
 
 
@@ -362,6 +396,14 @@ class Atmosphere:
     seed : int, optional
         Seed of the random source.
 
+    Raises
+    ------
+    ValueError
+        An argument out of range (named in the message): ``n`` not an integer >= 1,
+        ``pixel_scale``, ``r0``, ``L0`` or ``frame_period`` not > 0, ``cn2_weights`` not
+        numbers > 0, ``wind_speed`` not numbers >= 0, ``wind_direction`` not finite, or a
+        per-layer list of the wrong length.
+
     Attributes
     ----------
     time : float
@@ -374,20 +416,19 @@ class Atmosphere:
                  wind_speed: float | Sequence[float] = 10.0,
                  wind_direction: float | Sequence[float] | None = None,
                  frame_period: float = 1e-3, seed: int | None = None) -> None:
-        w = np.asarray(cn2_weights, dtype=np.float64)
-        if np.any(w <= 0):
-            raise ValueError("Cn2 weights must be positive")
+        self.n = checked_int("n", n)
+        self.pixel_scale = checked_number("pixel_scale", pixel_scale, gt=0, unit="m")
+        self.r0 = checked_number("r0", r0, gt=0, unit="Fried parameter at 500 nm, m")
+        self.L0 = checked_number("L0", L0, gt=0, unit="outer scale, m")
+        self.frame_period = checked_number("frame_period", frame_period, gt=0, unit="s")
+        w = _per_layer(cn2_weights, None, "cn2_weights", 0.0, "fraction of Cn2", strict=True)
         self.cn2_weights = w / w.sum()
         nl = w.size
-        self.wind_speed = _per_layer(wind_speed, nl, "wind_speed")
+        self.wind_speed = _per_layer(wind_speed, nl, "wind_speed", 0.0, "m/s")
         if wind_direction is None:
             wind_direction = 2.1 * np.arange(nl)
-        self.wind_direction = _per_layer(wind_direction, nl, "wind_direction")
-        self.n = int(n)
-        self.pixel_scale = float(pixel_scale)
-        self.r0 = float(r0)
-        self.L0 = float(L0)
-        self.frame_period = float(frame_period)
+        self.wind_direction = _per_layer(wind_direction, nl, "wind_direction",
+                                         unit="radians from +x")
         self.time = 0.0
         self.rng = np.random.default_rng(seed)
         ext = ARExtender(self.n + 2 * InfinitePhaseScreen.margin, pixel_scale, L0)

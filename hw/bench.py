@@ -21,18 +21,24 @@ mirror, whose actuators are the Fried-grid corners of the valid subapertures (pi
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from dao.recon import Pyramid, ShackHartmann
 
-from .atmosphere import Atmosphere
+from .atmosphere import Atmosphere, _per_layer
 from .dm import SimulatedDeformableMirror, fried_valid_actuators
 from .interfaces import Camera, DeformableMirror
 from .pyramid import SimulatedPyramid
 from .science import ImageQuality, SimulatedScienceCamera
-from .shack_hartmann import SimulatedShackHartmann, circular_pupil
+from .shack_hartmann import (
+    SimulatedShackHartmann,
+    checked_int,
+    checked_number,
+    circular_pupil,
+)
 
 __all__ = ["SimulatedBench", "BenchCamera", "BenchMirror", "error_budget", "SENSORS"]
 
@@ -154,6 +160,15 @@ class SimulatedBench:
         smallest that leaves room between the four pupil images, puts the default
         modulation points on a circle of 9 samples).
 
+    Raises
+    ------
+    ValueError
+        An argument out of range, named in the message with what is allowed: an unknown
+        ``sensor``; ``diameter``, ``r0``, ``L0``, ``frame_rate``, the wavelengths, ``flux``
+        or ``stroke`` not > 0; ``n_subap`` not an integer >= 2; another size not an integer
+        >= 1; ``wind`` < 0 or not one number or one per layer of ``cn2_weights``;
+        ``seed`` not an integer >= 0 or None; ``coupling`` not in ``(0, 1)``...
+
     Attributes
     ----------
     sensor : str
@@ -185,14 +200,26 @@ class SimulatedBench:
                  modulation: float = 3.0, n_modulation: int = 16, padding: int = 3,
                  pyramid_samples_per_pixel: int | None = None) -> None:
         if sensor not in SENSORS:
-            raise ValueError(f"unknown sensor {sensor!r}: use one of {', '.join(SENSORS)}")
+            raise ValueError(f"sensor = {sensor!r}: must be one of {', '.join(SENSORS)}")
         self.sensor = sensor
-        self.diameter = float(diameter)
-        self.n_subap = int(n_subap)
-        self.frame_rate = float(frame_rate)
+        self.diameter = checked_number("diameter", diameter, gt=0, unit="telescope diameter, m")
+        self.n_subap = checked_int("n_subap", n_subap, 2)
+        self.frame_rate = checked_number("frame_rate", frame_rate, gt=0,
+                                         unit="frames per second, Hz")
+        # the arguments passed on under another name, or used before they are passed on
+        checked_number("r0", r0, gt=0, unit="Fried parameter at 500 nm, m")
+        checked_number("wavelength_wfs", wavelength_wfs, gt=0, unit="m")
+        checked_number("wavelength_science", wavelength_science, gt=0, unit="m")
+        checked_number("flux", flux, gt=0, unit="photons per subaperture per frame")
+        layers = _per_layer(cn2_weights, None, "cn2_weights", 0.0, "fraction of Cn2",
+                            strict=True).size
+        _per_layer(wind, layers, "wind", 0.0, "m/s")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"seed = {seed!r}: must be an integer >= 0 or None")
         ss = np.random.SeedSequence(seed)
         s_atm, s_wfs = ss.spawn(2)
-        per_subap = int(pupil_pixels_per_subaperture)
+        per_subap = checked_int("pupil_pixels_per_subaperture", pupil_pixels_per_subaperture)
         n_pix = self.n_subap * per_subap
         self._wfs_binning = 1
         self.pixel_scale = self.diameter / n_pix
@@ -208,12 +235,13 @@ class SimulatedBench:
                 need = max(4, math.ceil(2 * self.diameter / (r0_wfs * self.n_subap)))
                 q = min((k for k in range(need, per_subap + 1) if per_subap % k == 0),
                         default=per_subap)
-            if int(q) < 1 or per_subap % int(q):
+            q = checked_int("pyramid_samples_per_pixel", q)
+            if per_subap % q:
                 raise ValueError(f"pyramid_samples_per_pixel ({q}) must divide "
                                  f"pupil_pixels_per_subaperture ({per_subap})")
-            self._wfs_binning = per_subap // int(q)
+            self._wfs_binning = per_subap // q
             self.wfs = SimulatedPyramid(
-                self.n_subap, self.diameter, wavelength_wfs, self.n_subap * int(q), padding,
+                self.n_subap, self.diameter, wavelength_wfs, self.n_subap * q, padding,
                 modulation,
                 n_modulation, background=background, read_noise=read_noise,
                 frame_rate=self.frame_rate, seed=rng)

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from .interfaces import DeformableMirror
+from .shack_hartmann import checked_int, checked_number
 
 __all__ = ["fried_valid_actuators", "SimulatedDeformableMirror"]
 
@@ -62,6 +63,13 @@ class SimulatedDeformableMirror(DeformableMirror):
         Actuators driven (default: every one on the grid). :func:`fried_valid_actuators`
         gives those that a Shack-Hartmann sensor sees.
 
+    Raises
+    ------
+    ValueError
+        An argument out of range (named in the message): ``n_subapertures`` or ``n_pixels``
+        not an integer >= 1, ``diameter`` or ``stroke`` not > 0, ``coupling`` not in
+        ``(0, 1)``.
+
     Attributes
     ----------
     command : ndarray, float32, shape (n_actuators,)
@@ -73,13 +81,15 @@ class SimulatedDeformableMirror(DeformableMirror):
     def __init__(self, n_subapertures: int, diameter: float, n_pixels: int,
                  coupling: float = 0.3, stroke: float = 10e-6,
                  valid: np.ndarray | None = None) -> None:
-        n_across = int(n_subapertures) + 1
+        n_sub = checked_int("n_subapertures", n_subapertures)
+        n_across = n_sub + 1
         self.n_across = n_across
-        self.diameter = float(diameter)
-        self.n_pixels = int(n_pixels)
-        self.coupling = float(coupling)
-        self.pitch = self.diameter / int(n_subapertures)
-        self._stroke = float(stroke)
+        self.diameter = checked_number("diameter", diameter, gt=0, unit="m")
+        self.n_pixels = checked_int("n_pixels", n_pixels)
+        self.coupling = checked_number("coupling", coupling, gt=0, lt=1,
+                                       unit="influence at the neighbouring actuators")
+        self.pitch = self.diameter / n_sub
+        self._stroke = checked_number("stroke", stroke, gt=0, unit="m of OPD")
         if valid is None:
             valid = np.ones((n_across, n_across), dtype=bool)
         self.valid = np.asarray(valid, dtype=bool)

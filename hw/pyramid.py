@@ -51,7 +51,7 @@ import numpy as np
 
 from ._detector import SimulatedWavefrontDetector
 from .interfaces import WavefrontSensor
-from .shack_hartmann import circular_pupil
+from .shack_hartmann import _check_detector, checked_int, checked_number, circular_pupil
 
 __all__ = ["SimulatedPyramid"]
 
@@ -97,6 +97,15 @@ class SimulatedPyramid(SimulatedWavefrontDetector, WavefrontSensor):
     seed : int or numpy.random.Generator, optional
         Random source of the noise.
 
+    Raises
+    ------
+    ValueError
+        An argument out of range (named in the message): a size not an integer >= 1,
+        ``diameter``, ``wavelength`` or ``frame_rate`` not > 0, ``flux``, ``background`` or
+        ``read_noise`` < 0, ``obscuration`` not in ``[0, 1)``, ``min_fill`` not in ``[0, 1]``,
+        ``padding`` < 2, ``modulation`` < 0, ``pupil_samples`` not a multiple of
+        ``n_pixels``.
+
     Attributes
     ----------
     valid : ndarray, bool, shape (n_pixels, n_pixels)
@@ -117,24 +126,24 @@ class SimulatedPyramid(SimulatedWavefrontDetector, WavefrontSensor):
                  obscuration: float = 0.0, min_fill: float = 0.5, frame_rate: float = 1000.0,
                  opd_source: Callable[[], np.ndarray] | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
-        self.n_pixels = int(n_pixels)
-        n = self.pupil_samples = int(pupil_samples or 2 * self.n_pixels)
+        self.n_pixels = checked_int("n_pixels", n_pixels)
+        n = self.pupil_samples = (2 * self.n_pixels if pupil_samples is None
+                                  else checked_int("pupil_samples", pupil_samples))
         if n % self.n_pixels:
-            raise ValueError("pupil_samples must be a multiple of n_pixels")
+            raise ValueError(f"pupil_samples = {n}: must be a multiple of n_pixels "
+                             f"({self.n_pixels})")
         b = self.binning = n // self.n_pixels
-        self.diameter = float(diameter)
-        self._wavelength = float(wavelength)
-        self.padding = int(padding)
-        if self.padding < 2:
-            raise ValueError("padding must be at least 2")
+        self.diameter = checked_number("diameter", diameter, gt=0, unit="m")
+        self._wavelength = checked_number("wavelength", wavelength, gt=0, unit="m")
+        self.padding = checked_int("padding", padding, 2)
         m = self.fft_size = self.padding * n
         if (m - n) % 2 or m % b:
             raise ValueError("padding * pupil_samples - pupil_samples must be even and "
                              "a multiple of the binning")
-        self.modulation = float(modulation)
-        self.n_modulation = int(n_modulation) if modulation > 0 else 1
-        if self.n_modulation < 1:
-            raise ValueError("n_modulation must be at least 1")
+        self.modulation = checked_number("modulation", modulation, ge=0, unit="lambda / D")
+        n_modulation = checked_int("n_modulation", n_modulation)
+        self.n_modulation = n_modulation if self.modulation > 0 else 1
+        _check_detector(flux, background, read_noise, obscuration, min_fill, frame_rate)
         self._init_detector(flux, background, read_noise, photon_noise, frame_rate, opd_source,
                             seed)
         self.pupil = circular_pupil(n, obscuration)

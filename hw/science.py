@@ -22,6 +22,7 @@ import numpy as np
 
 from ._detector import SimulatedDetector
 from .interfaces import ScienceCamera
+from .shack_hartmann import checked_int, checked_number
 
 __all__ = ["ImageQuality", "residual_phase_variance", "SimulatedScienceCamera"]
 
@@ -77,6 +78,13 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
     opd_source : callable, optional
         ``opd_source() -> opd`` (metres): called by :meth:`grab`.
 
+    Raises
+    ------
+    ValueError
+        An argument out of range (named in the message): ``pupil`` not a square map of
+        transmissions with some light, ``wavelength`` or ``frame_rate`` not > 0, ``padding``
+        not an integer >= 1.
+
     Attributes
     ----------
     psf_sum : ndarray, float64
@@ -90,9 +98,15 @@ class SimulatedScienceCamera(SimulatedDetector, ScienceCamera):
                  frame_rate: float = 1000.0,
                  opd_source: Callable[[], np.ndarray] | None = None) -> None:
         self.pupil = np.asarray(pupil, dtype=np.float64)
-        self._wavelength = float(wavelength)
-        self.padding = int(padding)
-        self._frame_rate = float(frame_rate)
+        if (self.pupil.ndim != 2 or self.pupil.shape[0] != self.pupil.shape[1]
+                or not np.all(np.isfinite(self.pupil)) or np.any(self.pupil < 0)
+                or not self.pupil.sum() > 0):
+            raise ValueError(f"pupil (shape {self.pupil.shape}): must be a square 2-D map of "
+                             "transmissions >= 0, not all 0")
+        self._wavelength = checked_number("wavelength", wavelength, gt=0, unit="m")
+        self.padding = checked_int("padding", padding)
+        self._frame_rate = checked_number("frame_rate", frame_rate, gt=0,
+                                          unit="frames per second, Hz")
         self.opd_source = opd_source
         n = self.pupil.shape[0]
         self.fft_size = self.padding * n

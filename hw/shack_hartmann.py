@@ -23,7 +23,9 @@ pixel; photon (Poisson) noise, then Gaussian read noise of ``read_noise`` electr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -34,6 +36,56 @@ from ._detector import SimulatedWavefrontDetector
 from .interfaces import WavefrontSensor
 
 __all__ = ["circular_pupil", "SimulatedShackHartmann"]
+
+
+def checked_int(name: str, value: Any, low: int = 1) -> int:
+    """``value`` as an int, if it is an integer (not a bool, a float or a string) >= ``low``.
+
+    The argument checks of the simulated devices' constructors (here with
+    :func:`circular_pupil`, which every device shares).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the value and what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} = {value!r}: must be an integer >= {low}")
+    return int(value)
+
+
+def checked_number(name: str, value: Any, *, gt: float | None = None, ge: float | None = None,
+                   lt: float | None = None, le: float | None = None, unit: str = "") -> float:
+    """``value`` as a float, if it is a finite real number within the bounds given.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the message.
+    value : object
+        The value given.
+    gt, ge, lt, le : float, optional
+        Bounds: ``value > gt``, ``>= ge``, ``< lt``, ``<= le``.
+    unit : str
+        What the number is, for the message (e.g. ``"Hz"``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the value and what is allowed.
+    """
+    bounds = [(op, b) for op, b in (("> ", gt), (">= ", ge), ("< ", lt), ("<= ", le))
+              if b is not None]
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value)
+          and (gt is None or value > gt) and (ge is None or value >= ge)
+          and (lt is None or value < lt) and (le is None or value <= le))
+    if not ok:
+        allowed = " and ".join(f"{op}{b:g}" for op, b in bounds)
+        raise ValueError(f"{name} = {value!r}: must be "
+                         + (f"a number {allowed}" if bounds else "a finite number")
+                         + (f" ({unit})" if unit else ""))
+    return float(value)
 
 
 def circular_pupil(n: int, obscuration: float = 0.0, oversample: int = 4) -> np.ndarray:
@@ -86,6 +138,17 @@ def _spots_to_detector(spectra, sub_y, sub_x, h, scale, background, image):  # p
                 image[y0 + u, x0 + v] = scale * (z.real * z.real + z.imag * z.imag) + background
 
 
+def _check_detector(flux: Any, background: Any, read_noise: Any, obscuration: Any,
+                    min_fill: Any, frame_rate: Any) -> None:
+    """The argument checks that the Shack-Hartmann and the pyramid share."""
+    checked_number("flux", flux, ge=0, unit="photons per frame")
+    checked_number("background", background, ge=0, unit="photons per pixel per frame")
+    checked_number("read_noise", read_noise, ge=0, unit="e- rms")
+    checked_number("obscuration", obscuration, ge=0, lt=1, unit="fraction of the diameter")
+    checked_number("min_fill", min_fill, ge=0, le=1, unit="illuminated fraction")
+    checked_number("frame_rate", frame_rate, gt=0, unit="frames per second, Hz")
+
+
 class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
     """Shack-Hartmann forward model: OPD map in, detector image out.
 
@@ -123,6 +186,14 @@ class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
     seed : int or numpy.random.Generator, optional
         Random source of the noise.
 
+    Raises
+    ------
+    ValueError
+        An argument out of range (named in the message): a size not an integer >= 1,
+        ``diameter``, ``wavelength`` or ``frame_rate`` not > 0, ``flux``, ``background`` or
+        ``read_noise`` < 0, ``obscuration`` not in ``[0, 1)``, ``min_fill`` not in ``[0, 1]``,
+        ``pixels_per_subaperture`` over ``sampling * pupil_pixels_per_subaperture``.
+
     Attributes
     ----------
     valid : ndarray, bool, shape (n, n)
@@ -142,15 +213,19 @@ class SimulatedShackHartmann(SimulatedWavefrontDetector, WavefrontSensor):
                  min_fill: float = 0.5, frame_rate: float = 1000.0,
                  opd_source: Callable[[], np.ndarray] | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
-        n = self.n_subapertures = int(n_subapertures)
-        self.diameter = float(diameter)
-        self._wavelength = float(wavelength)
-        p = self.pupil_pixels_per_subaperture = int(pupil_pixels_per_subaperture)
-        h = self.pixels_per_subaperture = int(pixels_per_subaperture)
-        self.sampling = int(sampling)
+        n = self.n_subapertures = checked_int("n_subapertures", n_subapertures)
+        self.diameter = checked_number("diameter", diameter, gt=0, unit="m")
+        self._wavelength = checked_number("wavelength", wavelength, gt=0, unit="m")
+        p = self.pupil_pixels_per_subaperture = checked_int("pupil_pixels_per_subaperture",
+                                                            pupil_pixels_per_subaperture)
+        h = self.pixels_per_subaperture = checked_int("pixels_per_subaperture",
+                                                      pixels_per_subaperture)
+        self.sampling = checked_int("sampling", sampling)
         m = self.fft_size = self.sampling * p
         if h > m:
-            raise ValueError(f"pixels_per_subaperture ({h}) exceeds the FFT size ({m})")
+            raise ValueError(f"pixels_per_subaperture = {h}: must be at most the FFT size, "
+                             f"sampling * pupil_pixels_per_subaperture = {m}")
+        _check_detector(flux, background, read_noise, obscuration, min_fill, frame_rate)
         self.subaperture_size = self.diameter / n
         self.pixel_scale = self._wavelength / (self.sampling * self.subaperture_size)
         self._init_detector(flux, background, read_noise, photon_noise, frame_rate, opd_source,

@@ -169,3 +169,37 @@ def test_long_run_never_repeats():
         if i % width_steps == 0:
             worst = min(worst, float(np.std(atm.opd() - first)))
     assert worst > 0.3 * float(np.std(first))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n": 0}, r"^n = 0: must be an integer >= 1$"),
+    ({"n": 16.0}, r"n = 16.0: must be an integer >= 1"),
+    ({"pixel_scale": 0.0}, r"pixel_scale = 0.0: must be a number > 0"),
+    ({"r0": -0.15}, r"r0 = -0.15: must be a number > 0"),
+    ({"r0": math.inf}, r"r0 = inf: must be a number > 0"),
+    ({"L0": 0}, r"L0 = 0: must be a number > 0"),
+    ({"frame_period": 0.0}, r"frame_period = 0.0: must be a number > 0"),
+    ({"cn2_weights": (1.0, -0.5)}, r"cn2_weights = \(1.0, -0.5\): must be a number > 0"),
+    ({"cn2_weights": ()}, r"cn2_weights = \(\): must be"),
+    ({"wind_speed": -10.0}, r"wind_speed = -10.0: must be a number >= 0"),
+    ({"wind_speed": "fast"}, r"wind_speed = 'fast': must be a number >= 0"),
+    ({"wind_speed": (10.0, 5.0)}, r"wind_speed = \(10.0, 5.0\): must have one value or one "
+                                  r"per layer \(3"),
+    ({"wind_direction": math.nan}, r"wind_direction = nan: must be a finite number"),
+])
+def test_atmosphere_refuses_nonsense_arguments(kwargs, message):
+    args = {"n": 16, "pixel_scale": 0.5, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Atmosphere(**args)
+
+
+def test_layer_and_extender_refuse_nonsense_arguments():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"r0 = 0: must be a number > 0"):
+        InfinitePhaseScreen(16, 0.5, 0, 25.0, (0.0, 10.0), rng)
+    with pytest.raises(ValueError, match=r"velocity = .*: must be two finite numbers"):
+        InfinitePhaseScreen(16, 0.5, 0.15, 25.0, (0.0, math.nan), rng)
+    with pytest.raises(ValueError, match=r"L0 = -1.0: must be a number > 0"):
+        ARExtender(20, 0.5, -1.0)
+    with pytest.raises(ValueError, match=r"n = 2.5: must be an integer >= 1"):
+        ARExtender(2.5, 0.5, 25.0)

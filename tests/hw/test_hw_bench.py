@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -143,3 +148,59 @@ def test_slope_estimators(small):
     n = bench.wfs.n_valid
     tilt = measure((bench.mirror.positions[:, 1] * 2e-8).astype(np.float32))
     assert tilt[:n].mean() > 0.01 and abs(tilt[n:].mean()) < 0.01 * tilt[:n].mean()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"frame_rate": 0}, r"^frame_rate = 0: must be a number > 0 \(frames per second, Hz\)$"),
+    ({"frame_rate": -500.0}, r"frame_rate = -500.0: must be a number > 0"),
+    ({"n_subap": 2.5}, r"^n_subap = 2.5: must be an integer >= 2$"),
+    ({"n_subap": 0}, r"n_subap = 0: must be an integer >= 2"),
+    ({"n_subap": True}, r"n_subap = True: must be an integer"),
+    ({"diameter": -8.0}, r"diameter = -8.0: must be a number > 0"),
+    ({"r0": 0.0}, r"r0 = 0.0: must be a number > 0"),
+    ({"r0": math.nan}, r"r0 = nan: must be a number > 0"),
+    ({"L0": 0}, r"L0 = 0: must be a number > 0"),
+    ({"wind": -5.0}, r"wind = -5.0: must be a number >= 0 or a list of them, one per layer"),
+    ({"wind": [10.0, 5.0]}, r"wind = \[10.0, 5.0\]: must have one value or one per layer \(3"),
+    ({"wind_direction": [0.0, 1.0]}, r"wind_direction = \[0.0, 1.0\]: must have one value"),
+    ({"cn2_weights": (0.5, 0.0)}, r"cn2_weights = \(0.5, 0.0\): must be a number > 0 or a list"),
+    ({"wavelength_wfs": 0}, r"wavelength_wfs = 0: must be a number > 0"),
+    ({"wavelength_science": -1e-6}, r"wavelength_science = -1e-06: must be a number > 0"),
+    ({"flux": 0}, r"flux = 0: must be a number > 0"),
+    ({"seed": -1}, r"seed = -1: must be an integer >= 0 or None"),
+    ({"pupil_pixels_per_subaperture": 0}, r"pupil_pixels_per_subaperture = 0: must be an int"),
+    ({"pixels_per_subaperture": 32}, r"pixels_per_subaperture = 32: must be at most .* 16"),
+    ({"coupling": 1.0}, r"coupling = 1.0: must be a number > 0 and < 1"),
+    ({"stroke": 0.0}, r"stroke = 0.0: must be a number > 0"),
+    ({"read_noise": -1.0}, r"read_noise = -1.0: must be a number >= 0"),
+    ({"sensor": "pyramid", "modulation": -1.0}, r"modulation = -1.0: must be a number >= 0"),
+    ({"sensor": "pyramid", "padding": 1}, r"padding = 1: must be an integer >= 2"),
+    ({"sensor": "pyramid", "pyramid_samples_per_pixel": 0},
+     r"pyramid_samples_per_pixel = 0: must be an integer >= 1"),
+])
+def test_nonsense_arguments_are_refused_with_their_name(small, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedBench(**{**small, **kwargs})
+
+
+#: Arguments that only the pyramid reads (a Shack-Hartmann bench ignores them).
+PYRAMID_ONLY = {"modulation", "n_modulation", "padding", "pyramid_samples_per_pixel"}
+
+
+def test_the_bench_refuses_every_bench_value_the_loop_config_refuses(small):
+    """Each ``bench.*`` entry of the loop config corpus, given to the bench directly, is
+    refused with the argument named: a user of dao.hw gets the same checks."""
+    corpus = Path(__file__).parents[1] / "fixtures" / "bad_loop_configs.toml"
+    cases = [c for c in tomllib.loads(corpus.read_text())["cases"]
+             if c["key"].startswith("bench.")]
+    arguments = set(inspect.signature(SimulatedBench).parameters)
+    checked = 0
+    for case in cases:
+        (name, value), = tomllib.loads(case["toml"])["bench"].items()
+        if name not in arguments:  # an unknown key: the bench's TypeError
+            continue
+        sensor = "pyramid" if name in PYRAMID_ONLY else "shack-hartmann"
+        with pytest.raises(ValueError, match=name):
+            SimulatedBench(**{**small, name: value, "sensor": sensor})
+        checked += 1
+    assert checked >= 40

@@ -55,3 +55,17 @@ def test_fried_valid_actuators_are_the_corners_of_valid_subapertures():
     dm = SimulatedDeformableMirror(20, 8.0, 160, valid=act)
     assert dm.n_actuators == 357
     assert np.all(np.hypot(*dm.positions.T) < 4.0 + 0.4 * np.sqrt(2))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    ((0, 4.0, 80), {}, r"^n_subapertures = 0: must be an integer >= 1$"),
+    ((2.5, 4.0, 80), {}, r"n_subapertures = 2.5: must be an integer >= 1"),
+    ((10, -4.0, 80), {}, r"diameter = -4.0: must be a number > 0"),
+    ((10, 4.0, 0), {}, r"n_pixels = 0: must be an integer >= 1"),
+    ((10, 4.0, 80), {"coupling": 0.0}, r"coupling = 0.0: must be a number > 0 and < 1"),
+    ((10, 4.0, 80), {"coupling": 1.0}, r"coupling = 1.0: must be a number > 0 and < 1"),
+    ((10, 4.0, 80), {"stroke": 0.0}, r"stroke = 0.0: must be a number > 0"),
+])
+def test_nonsense_arguments_are_refused_with_their_name(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedDeformableMirror(*args, **kwargs)

@@ -113,3 +113,21 @@ def test_pyramid_closes_a_small_loop(pyramid):
         loop.step(cm.matrix @ est.measure(pyramid.image(res)))
     open_rms = np.std(k * atm.opd()[pupil])
     assert np.mean(rms[-40:]) < 0.5 * open_rms
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_pixels": 0}, r"^n_pixels = 0: must be an integer >= 1$"),
+    ({"n_pixels": 10.5}, r"n_pixels = 10.5: must be an integer >= 1"),
+    ({"diameter": 0.0}, r"diameter = 0.0: must be a number > 0"),
+    ({"wavelength": -7e-07}, r"wavelength = -7e-07: must be a number > 0"),
+    ({"pupil_samples": 0}, r"pupil_samples = 0: must be an integer >= 1"),
+    ({"pupil_samples": 25}, r"pupil_samples = 25: must be a multiple of n_pixels \(10\)"),
+    ({"padding": 1}, r"padding = 1: must be an integer >= 2"),
+    ({"modulation": -3.0}, r"modulation = -3.0: must be a number >= 0"),
+    ({"n_modulation": 0}, r"n_modulation = 0: must be an integer >= 1"),
+    ({"flux": -1.0}, r"flux = -1.0: must be a number >= 0"),
+    ({"frame_rate": 0}, r"frame_rate = 0: must be a number > 0"),
+])
+def test_nonsense_arguments_are_refused_with_their_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedPyramid(**{"n_pixels": 10, "diameter": 2.0, **kwargs})

@@ -49,3 +49,17 @@ def test_long_exposure_of_a_moving_image_loses_peak(camera):
     assert q.strehl < 0.5
     camera.reset()
     assert camera.strehl() == 0.0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"wavelength": 0}, r"^wavelength = 0: must be a number > 0 \(m\)$"),
+    ({"wavelength": "H"}, r"wavelength = 'H': must be a number > 0"),
+    ({"padding": 0}, r"padding = 0: must be an integer >= 1"),
+    ({"padding": 1.5}, r"padding = 1.5: must be an integer >= 1"),
+    ({"frame_rate": -1.0}, r"frame_rate = -1.0: must be a number > 0"),
+    ({"pupil": np.zeros((8, 8))}, r"pupil \(shape \(8, 8\)\): must be a square 2-D map"),
+    ({"pupil": np.ones((8, 4))}, r"pupil \(shape \(8, 4\)\): must be a square 2-D map"),
+])
+def test_nonsense_arguments_are_refused_with_their_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedScienceCamera(**{"pupil": circular_pupil(16), **kwargs})

@@ -6,6 +6,8 @@ spot by ``a lambda / d`` radians, i.e. ``sampling * a`` pixels (2a at Nyquist sa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,23 @@ def test_grab_uses_the_opd_source():
 def test_circular_pupil_area():
     p = circular_pupil(200)
     assert p.sum() / 200**2 == pytest.approx(np.pi / 4, rel=1e-3)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_subapertures": 0}, r"^n_subapertures = 0: must be an integer >= 1$"),
+    ({"n_subapertures": 2.5}, r"n_subapertures = 2.5: must be an integer >= 1"),
+    ({"diameter": -1.0}, r"diameter = -1.0: must be a number > 0"),
+    ({"wavelength": 0}, r"wavelength = 0: must be a number > 0"),
+    ({"pupil_pixels_per_subaperture": 0}, r"pupil_pixels_per_subaperture = 0: must be an int"),
+    ({"pixels_per_subaperture": 17}, r"pixels_per_subaperture = 17: must be at most .* 16"),
+    ({"sampling": 0}, r"sampling = 0: must be an integer >= 1"),
+    ({"flux": -1.0}, r"flux = -1.0: must be a number >= 0"),
+    ({"background": -1.0}, r"background = -1.0: must be a number >= 0"),
+    ({"read_noise": math.nan}, r"read_noise = nan: must be a number >= 0"),
+    ({"obscuration": 1.0}, r"obscuration = 1.0: must be a number >= 0 and < 1"),
+    ({"min_fill": 1.5}, r"min_fill = 1.5: must be a number >= 0 and <= 1"),
+    ({"frame_rate": 0}, r"frame_rate = 0: must be a number > 0"),
+])
+def test_nonsense_arguments_are_refused_with_their_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedShackHartmann(**{"n_subapertures": 4, "diameter": 1.0, **kwargs})

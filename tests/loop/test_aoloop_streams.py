@@ -16,7 +16,7 @@ import pytest
 
 from dao.errors import StreamBusyError
 from dao.hw import SimulatedBench
-from dao.loop import AOLoop, bench_arguments
+from dao.loop import AOLoop, Calibration, bench_arguments
 from dao.loop.components import slope_estimator
 from dao.testing import child_environment, unique_name
 
@@ -147,8 +147,7 @@ def test_slopes_and_commands_carry_their_geometry(stream_dir):
         h = ao.streams["slopes"].history_xarray(8)
         assert h.dims == ("frame", "axis", "subaperture")
         assert h["axis"].values.tolist() == ["x", "y"]
-        with np.load(os.path.join(ao.folder, "calibration.npz")) as f:
-            saved = {k: f[k] for k in f.files}
+        saved = Calibration.load(os.path.join(ao.folder, "calibration.npz"))
         # the windows' places on the lenslet grid, in the estimator's order
         corners = saved["corners"] // int(saved["subaperture_size"])
         assert np.array_equal(h["x"].values, corners[:, 1])
