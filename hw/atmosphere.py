@@ -37,7 +37,7 @@ from numba import njit
 
 from dao.recon import von_karman_covariance
 
-from .shack_hartmann import checked_int, checked_number
+from ._checks import checked_int, checked_number
 
 __all__ = [
     "R0_WAVELENGTH",

@@ -28,17 +28,13 @@ import numpy as np
 
 from dao.recon import Pyramid, ShackHartmann
 
+from ._checks import checked_int, checked_number
 from .atmosphere import Atmosphere, _per_layer
 from .dm import SimulatedDeformableMirror, fried_valid_actuators
 from .interfaces import Camera, DeformableMirror
 from .pyramid import SimulatedPyramid
 from .science import ImageQuality, SimulatedScienceCamera
-from .shack_hartmann import (
-    SimulatedShackHartmann,
-    checked_int,
-    checked_number,
-    circular_pupil,
-)
+from .shack_hartmann import SimulatedShackHartmann, circular_pupil
 
 __all__ = ["SimulatedBench", "BenchCamera", "BenchMirror", "error_budget", "SENSORS"]
 

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
+from ._checks import checked_int, checked_number
 from .interfaces import DeformableMirror
-from .shack_hartmann import checked_int, checked_number
 
 __all__ = ["fried_valid_actuators", "SimulatedDeformableMirror"]
 

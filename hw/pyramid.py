@@ -49,9 +49,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._checks import _check_detector, checked_int, checked_number
 from ._detector import SimulatedWavefrontDetector
 from .interfaces import WavefrontSensor
-from .shack_hartmann import _check_detector, checked_int, checked_number, circular_pupil
+from .shack_hartmann import circular_pupil
 
 __all__ = ["SimulatedPyramid"]
 

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import checked_int, checked_number
 from ._detector import SimulatedDetector
 from .interfaces import ScienceCamera
-from .shack_hartmann import checked_int, checked_number
 
 __all__ = ["ImageQuality", "residual_phase_variance", "SimulatedScienceCamera"]
 
