@@ -3,10 +3,10 @@
 :class:`AOLoop` is a running loop to drive from a notebook or a script; :func:`run_loop` is the
 scripted run behind ``dao demo``. Starting an :class:`AOLoop`
 
-1. calibrates on a simulated bench in this process: interaction matrix by poking each
-   actuator (push-pull, noise-free), control matrix by truncated SVD; saves both with the
-   slope estimator's geometry (Shack-Hartmann windows or pyramid pupil pixels and reference)
-   to ``calibration.npz``;
+1. calibrates on a simulated bench in this process (:func:`dao.loop.calibrate`: interaction
+   matrix by poking each actuator, control matrix by truncated SVD, modal basis, reference
+   slopes, the slope estimator's geometry), or loads the calibration file of
+   ``calibration.file``, and saves it to ``calibration.npz`` in its private folder;
 2. creates the streams in the standard stream folder (``$DAO_SHM_DIR``, default ``/tmp``:
    :func:`dao.streams.stream.shm_dir`), so that ``dao ls``, ``dao watch``, ``dao.shm(name)``
    in another process and DAO C programs find them by name: ``wfs_image``, ``slopes``,
@@ -30,7 +30,7 @@ number; :meth:`AOLoop.timing`), and publishes its events (:meth:`AOLoop.subscrib
 
 :meth:`AOLoop.close` (or the loop's garbage collection, or the interpreter's exit) stops the
 processes and removes exactly the loop's streams (with their label and owner files) and its
-private folder (:attr:`AOLoop.folder`: ``calibration.npz``).
+private folder (:attr:`AOLoop.folder`: ``calibration.npz``, ``laws/``).
 
 Long calls do not have to block a notebook: ``start(wait=False)`` (calibration included) and
 ``expose(n, wait=False)`` return a :class:`dao.runtime.Status` at once (``wait(timeout)``,
@@ -45,6 +45,13 @@ gives the short-exposure Strehl frame by frame, :meth:`AOLoop.psf` the long-expo
 latency per stage from the frame timestamps (camera frame to slopes to DM command, matched by
 frame number ``cnt2``), and :meth:`AOLoop.write_telemetry` the stream histories (NetCDF, one
 group per stream, readable with :func:`dao.streams.telemetry.open_recording`).
+
+Control laws: :meth:`AOLoop.swap` runs another law from the next frame (in a thread of this
+process, or shipped to the controller process) and back, frame-exact and bumpless
+(:mod:`dao.loop.hosting`); :meth:`AOLoop.compare` runs several on the same atmosphere
+(:meth:`AOLoop.rewind`); :meth:`AOLoop.stop` then :meth:`AOLoop.start` restarts the
+components without recalibrating; :meth:`AOLoop.save_calibration` keeps the calibration for
+another loop (``AOLoop(calibration=path)``).
 
 The bench moves the atmosphere by one frame period per camera frame and waits for the
 command of each frame (lock-step), so the Strehl ratios do not depend on the machine's speed;
@@ -158,7 +165,8 @@ def default_telemetry_path() -> str:
 class AOLoop:
     """A closed-loop AO system on the simulated bench, its components in their own processes.
 
-    The loop starts open (gain 0); set :attr:`gain` to close it. Everything runs in other
+    The loop starts open (gain 0; ``[run] start = "closed"``: at ``controller.gain``);
+    :meth:`close_loop` or :attr:`gain` closes it. Everything runs in other
     processes: this object only sends commands and reads the streams, so a notebook stays
     responsive while the loop runs.
 
@@ -183,6 +191,9 @@ class AOLoop:
     history : int, optional
         Frames kept in the stream histories (``run.history_frames``; default 8192): the
         window :meth:`latency`, :meth:`science` and :meth:`write_telemetry` see.
+    calibration : path, optional
+        A calibration saved by :meth:`save_calibration` to start with instead of measuring
+        one (``calibration.file``); refused if made for another bench or sensor.
     progress : callable, optional
         ``progress(message)`` called at each phase of :meth:`start`.
 
@@ -190,15 +201,16 @@ class AOLoop:
     ----------
     config : dict
         The configuration in use.
-    calibration : dict
-        What :func:`calibrate` returned (after :meth:`start`).
+    calibration : dao.loop.Calibration
+        The loop's calibration (after :meth:`start`; an empty dict before).
     streams : dict of str to dao.shm
         The loop's streams by role (after :meth:`start`).
     stream_dir : str
         The folder of the loop's streams (after :meth:`start`).
     folder : str
         The loop's private folder (mode 0700, after :meth:`start`): ``calibration.npz``, the
-        calibration the components load. Removed by :meth:`close`.
+        calibration the components load, and ``laws/``, the laws shipped to the controller
+        process (:meth:`swap`). Removed by :meth:`close`.
     timing_streams : dict of str to str
         The name of each component's timing stream, by role (after :meth:`start`).
     supervisor : dao.Supervisor

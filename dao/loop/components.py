@@ -7,15 +7,20 @@ Three components, each run in its own process by :mod:`dao.loop`:
   waits for the DM command computed from it (``cnt2`` = the same number; ``command_timeout``
   seconds at most, then it goes on with the previous command and counts a late frame), puts
   the command on the mirror and advances the atmosphere by one frame period. Results do not
-  depend on the machine's speed. Every ``science_every`` frames it exposes the science camera
+  depend on the machine's speed. ``OTHER rewind`` starts the atmosphere over from its seed
+  (frame numbers go on), for comparisons on the same turbulence. Every ``science_every``
+  frames it exposes the science camera
   (long exposure, reset and read with the ``OTHER`` commands ``science_reset`` and
   ``science``) and writes that exposure's PSF to the ``psf`` stream. Every frame it writes
   the int64 row ``[frame, wfs_image atime_ns, late]`` to the FIFO stream ``frames`` (the
   camera's log: frame timestamps for the latency figures).
 - :class:`Slopes` wakes on ``wfs_image`` and writes the ``slopes`` (Shack-Hartmann centroids
   or pyramid signals, as the calibration file says).
-- :class:`Controller` wakes on ``slopes``: control matrix times slopes, leaky integrator with
-  the published parameter ``gain`` (changeable while running), writes ``dm_command``.
+- :class:`Controller` wakes on ``slopes`` and runs a control law (:mod:`dao.loop.laws`: the
+  stock modal integrator with per-mode gains by default, or a law shipped to it), writes
+  ``dm_command``; its parameters (``law``, ``gain``, ``leak``, ``modal_gains``...) change
+  while it runs, and it hands the command over to a law run elsewhere between two frames
+  (:mod:`dao.loop.hosting`).
 
 Each keeps the per-frame timing records of every component (:data:`dao.runtime.TIMING_FIELDS`,
 int64 ns of CLOCK_REALTIME) in its timing stream, with the camera frame number as ``frame_id``

@@ -101,7 +101,7 @@ every = 4
 
 [run]
 start = "open"          # AOLoop starts open (gain 0) or "closed" (at controller.gain)
-open_frames = 300
+open_frames = 300       # dao demo (run_loop): frames open, to settle closed, measured closed
 settle_frames = 200
 closed_frames = 1600
 history_frames = 0      # frames kept in the stream histories (0: the whole run_loop run)

@@ -110,7 +110,9 @@ class ModalIntegrator(ControlLaw):
     leak : float or array_like (n_modes,)
         1: a pure integrator.
     modal_gains : float or array_like (n_modes,)
-        Gain factor of each mode of the calibration's basis (``calibration.modes``).
+        Gain factor of each mode of the calibration's basis (``calibration.modes``). A mode
+        whose factor is 0 is open: its coefficient is set to 0 and stays there (the
+        telemetry shows its open-loop residual).
     """
 
     name = "modal"
@@ -143,12 +145,14 @@ class ModalIntegrator(ControlLaw):
             self.gain = float(gain)
         if modal_gains is not None:
             self.modal_gains = _vector(modal_gains, self.n_modes, "modal_gains")
+            self.integrator.command[self.modal_gains == 0] = 0.0  # those modes are open
         if leak is not None:
             self.integrator.leak[:] = _vector(leak, self.n_modes, "leak")
         np.multiply(self.modal_gains, np.float32(self.gain), out=self.integrator.gain)
 
     def start(self, command: np.ndarray) -> None:
         self._c2m(command, out=self.integrator.command)
+        self.integrator.command[self.modal_gains == 0] = 0.0
 
     def step(self, slopes: np.ndarray, command: np.ndarray) -> None:
         self._s2m(slopes, out=self.error)

@@ -50,6 +50,7 @@ def run_loop(config: str | os.PathLike | dict | None = None, *, n_subap: int | N
             "run": {"closed_frames": frames} if frames else {}}
     cfg = load_loop_config(config, **over)
     run = cfg["run"]
+    run["start"] = "open"  # the run measures the open loop first, then closes it
     n_open, n_settle = int(run["open_frames"]), int(run["settle_frames"])
     n_closed = int(run["closed_frames"])
     if not run.get("history_frames"):
@@ -109,6 +110,8 @@ def run_loop(config: str | os.PathLike | dict | None = None, *, n_subap: int | N
         estimator=(f"modulation {cfg['sensor'].get('modulation')} lambda/D"
                    if cfg["sensor"]["type"] == "pyramid" else cfg["sensor"].get("method", "cog")),
         gain=g,
+        law=(f"{cfg['controller']['law']} law, {cfg['controller']['basis']} modes"
+             if cfg["controller"]["law"] == "modal" else f"{cfg['controller']['law']} law"),
         frame_rate_simulated_hz=float(cfg["bench"]["frame_rate"]),
         calibration_s=cal["seconds"],
         telemetry=str(telemetry) if telemetry else None,
@@ -124,7 +127,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"dao loop: {r['n_subap']}x{r['n_subap']} {r['sensor']} ({r['estimator']}; "
         f"{r['n_slopes']} slopes, {r['n_actuators']} actuators, {r['n_modes']} modes), "
-        f"gain {r['gain']:g}, 3 processes (bench camera+DM+science, slopes, controller)",
+        f"{r['law']}, gain {r['gain']:g}, 3 processes (bench camera+DM+science, slopes, "
+        "controller)",
         f"  Strehl at {um:.2f} um: open loop {r['strehl_open']:.4f}, closed loop "
         f"{r['strehl_closed']:.3f} ({r['strehl_closed'] / max(r['strehl_open'], 1e-12):.0f}x; "
         f"halves {r['strehl_closed_first_half']:.3f} / {r['strehl_closed_second_half']:.3f}; "
