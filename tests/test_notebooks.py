@@ -20,7 +20,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 #: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
 PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5,
-         "04_fifo_histories": 1.5}
+         "04_fifo_histories": 1.5, "05_prototype_a_controller": 1.5}
 
 
 # -- running -------------------------------------------------------------------------------
@@ -237,8 +237,79 @@ def check_04(nb, kernel) -> None:
     assert kernel["worst"] < kernel["closed_at"]  # the worst frames are open loop
 
 
+CHECK_05 = """
+import json
+print(json.dumps({"best": best.tolist(), "n_modes": cal.n_modes, "frames": len(frames),
+                  "noise": noise.tolist(), "after_swap": after_swap, "after_back": after_back,
+                  "laws": [str(k) for k in cmp.law.values], "strehl": cmp.strehl.values.tolist(),
+                  "late": cmp.late.values.tolist(), "exposures": int(cmp.sizes["exposure"]),
+                  "latency_p50_s": cmp.latency_p50_s.values.tolist(),
+                  "controller_at_end": ao.controller}))
+"""
+
+
+def check_05(nb, kernel) -> None:
+    """The spectra of the pseudo-open-loop modes (red turbulence over a white floor), the
+    optimised gains per mode (in the grid), the law in the kernel after the swap and the
+    controller process after swapping back, and the comparison: both laws close the loop, the
+    optimised within 10% of the stock law, the histogram of their exposures."""
+    n = kernel["n_modes"]
+    assert kernel["frames"] > 1900  # consecutive frames, matched slopes to commands
+    lines = plotted_columns(cell_outputs(nb, "welch_psd(p, fs)"))
+    assert len(lines) == 6  # three spectra, each with its floor
+    for line, floor in zip(lines[0::2], lines[1::2], strict=True):
+        f, p = np.asarray(line["x"], float), np.asarray(line["y"], float)
+        assert f[0] > 0 and 490 < f[-1] <= 500 and (np.diff(f) > 0).all()
+        assert np.isfinite(p).all() and (p > 0).all()
+        level = np.asarray(floor["y"], float)
+        assert level[0] == level[1] and level[0] in np.asarray(kernel["noise"])
+        assert p[f < 20].mean() > 30 * level[0]  # turbulence: red, far above the floor
+        assert 0.3 < np.median(p[f > 200]) / level[0] < 3
+    # the gains plot: a point per mode, each gain in the grid, against the stock 0.5
+    columns = plotted_columns(cell_outputs(nb, "show(row(curves, gains_plot))"))
+    (points,) = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == n]
+    np.testing.assert_array_equal(points["x"], np.arange(n))
+    gains = np.asarray(points["y"], float)
+    np.testing.assert_allclose(gains, kernel["best"])
+    assert gains.min() >= 0.05 and gains.max() <= 0.9
+    curves = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == 18]
+    assert len(curves) == 3  # the cost of each gain of the grid, three modes
+    for c in curves:
+        y = np.asarray(c["y"], float)
+        assert y.min() == 1 and (y >= 1).all()  # over its minimum
+    # the law ran in the kernel, then the controller process ran the stock law again
+    swap, back = kernel["after_swap"], kernel["after_back"]
+    assert swap["where"] == "kernel" and swap["law"] == "OptimisedModal"
+    assert back["where"] == "process" and back["law"] == "modal"
+    assert back["since"] > swap["since"] > 0
+    assert kernel["controller_at_end"]["where"] == "process"
+    for text in ("'where': 'kernel'", "'where': 'process'"):
+        assert any(text in o.get("data", {}).get("text/plain", "")
+                   for o in cell_outputs(nb, "ao.swap(OptimisedModal")
+                   + cell_outputs(nb, "ao.swap(None)"))
+    # the comparison: both laws close the loop; the optimised one within 10% of the stock one
+    strehl = dict(zip(kernel["laws"], kernel["strehl"], strict=True))
+    assert list(strehl) == ["stock", "optimised", "stock again"]
+    assert min(strehl.values()) > 0.3, strehl
+    assert strehl["optimised"] > 0.9 * strehl["stock"], strehl
+    assert abs(strehl["stock again"] - strehl["stock"]) < 0.05 * strehl["stock"], strehl
+    assert kernel["late"] == [0, 0, 0]
+    assert all(0 < t < 0.01 for t in kernel["latency_p50_s"])
+    (table,) = [o["data"]["text/plain"] for o in cell_outputs(nb, "ao.compare(")
+                if "text/plain" in o.get("data", {})]
+    assert "stock again" in table and "optimised" in table and "latency p50" in table
+    outputs = cell_outputs(nb, "np.histogram(")
+    bars = plotted_columns(outputs)
+    assert len(bars) == 2  # stock and optimised
+    for c in bars:
+        assert np.asarray(c["top"]).sum() == kernel["exposures"] > 300
+    marks = [span["location"] for span in bokeh_models(outputs, "Span")]
+    np.testing.assert_allclose(marks, [strehl["stock"], strehl["optimised"]])
+
+
 CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),
-          "03_tune_the_loop": (CHECK_03, check_03), "04_fifo_histories": (CHECK_04, check_04)}
+          "03_tune_the_loop": (CHECK_03, check_03), "04_fifo_histories": (CHECK_04, check_04),
+          "05_prototype_a_controller": (CHECK_05, check_05)}
 
 
 # -- the tests -------------------------------------------------------------------------------

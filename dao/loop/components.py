@@ -161,6 +161,7 @@ class BenchCamera(Component):
         self._next_bench = None
         self._rewound = threading.Event()
         self._rewound_at = 0
+        self._window: list[Any] | None = None  # [first, stop, started, result]
 
     def allocate(self) -> None:
         self.wfs = _open_output(self, "wfs_image")
@@ -216,7 +217,11 @@ class BenchCamera(Component):
             row = self._frames_row
             row[0, 0], row[1, 0], row[2, 0] = n, self.wfs.get_timestamp_ns(), self.late
             self.frames.set_data(row, cnt2=n)
-            if n % self.science_every == 0:
+            win = self._window
+            if win is not None and not win[2] and n >= win[0]:
+                b.science_camera.reset()  # the window's long exposure starts with this frame
+                win[2] = True
+            if b.frame_number % self.science_every == 0:  # counted from the bench's start
                 cam = b.science_camera
                 self._psf[:] = cam.grab()
                 self.psf_out.set_data(self._psf, cnt2=n)
@@ -225,12 +230,29 @@ class BenchCamera(Component):
                 s[:, 0] = (n, b.time, q.strehl, q.strehl_marechal, q.residual_rms, q.n_frames,
                            last.strehl, last.residual_rms)
                 self.science_out.set_data(s, cnt2=n)
+            if win is not None and win[2] and win[3] is None and n >= win[1] - 1:
+                q = b.science_camera.quality()._asdict()
+                q.update(frame=n, first=win[0], stop=win[1], late=self.late)
+                win[3] = q  # the exposures of frames first .. stop - 1
 
     def other(self, payload: str) -> str:
         """``science_reset``: start a new long exposure; ``science``: its quality (JSON);
         ``rewind``: the atmosphere and the noise from their start again (same seed), from
-        the next frame on; the frame numbers go on (JSON ``{"frame": first frame}``)."""
-        cmd = payload.strip()
+        the next frame on; the frame numbers go on (JSON ``{"frame": first frame}``);
+        ``science_window FIRST STOP``: a long exposure of exactly frames FIRST to STOP - 1;
+        ``science_window``: its quality once done (JSON; ``{}`` before)."""
+        cmd, _, arg = payload.strip().partition(" ")
+        if cmd == "science_window":
+            with self.lock:
+                if arg:
+                    first, stop = (int(v) for v in arg.split())
+                    if not first < stop:
+                        raise ComponentError(f"{self.name}: science_window {arg}: FIRST must "
+                                             "be below STOP")
+                    self._window = [first, stop, False, None]
+                    return "ok"
+                win = self._window
+                return json.dumps(win[3] if win is not None and win[3] is not None else {})
         if cmd == "rewind":
             from dao.hw import SimulatedBench
 
@@ -244,15 +266,16 @@ class BenchCamera(Component):
             return json.dumps({"frame": self._rewound_at})
         with self.lock:
             cam = self.bench.science_camera
-            if cmd == "science_reset":
+            if cmd == "science_reset" and not arg:
                 cam.reset()
                 return json.dumps({"frame": self._offset + self.bench.frame_number})
-            if cmd == "science":
+            if cmd == "science" and not arg:
                 q = cam.quality()._asdict()
                 q.update(frame=self._offset + self.bench.frame_number, time=self.bench.time,
                          late=self.late)
                 return json.dumps(q)
-        raise ComponentError(f"{self.name}: OTHER {payload!r}: use science_reset or science")
+        raise ComponentError(f"{self.name}: OTHER {payload!r}: use science_reset, science, "
+                             "science_window or rewind")
 
 
 def _load_calibration(comp: Component):

@@ -605,6 +605,16 @@ class Browser:
         return self.js("return Array.from(document.querySelectorAll(arguments[0]),"
                        " e => e.textContent);", css)
 
+    def printed(self, marker: str, timeout: float = 30.0) -> Any:
+        """The JSON a cell printed after ``marker`` (``print(marker, json.dumps(...))``), read
+        from the notebook's output areas (never from the cells' code), waiting for it."""
+        def find():
+            outs = [t for t in self.texts(".jp-OutputArea-output") if marker in t]
+            return outs[-1] if outs else None
+
+        text = self.wait_for(find, timeout, message=f"the output {marker}")
+        return json.loads(text.rsplit(marker, 1)[1].strip().split("\n", 1)[0])
+
     def page_text(self, n: int = 2000) -> str:
         """The last ``n`` characters of the page's visible text."""
         try:

@@ -4,8 +4,6 @@ the component and coming back in the chart."""
 
 from __future__ import annotations
 
-import json
-
 import nbformat
 import pytest
 
@@ -53,15 +51,6 @@ return c ? [c.getBoundingClientRect().width, c.getBoundingClientRect().height] :
 """
 
 
-def printed(browser: Browser, marker: str):
-    def find():
-        outs = [t for t in browser.texts(".jp-OutputArea-output") if marker in t]
-        return outs[-1] if outs else None
-
-    text = browser.wait_for(find, 30, message=f"the output {marker}")
-    return json.loads(text.rsplit(marker, 1)[1].strip().split("\n", 1)[0])
-
-
 def test_array_parameter_chart_renders_and_takes_an_edit(tmp_path, stream_dir):
     missing = browser_available()
     assert missing is None, missing  # install Debian's chromium and chromium-driver
@@ -96,7 +85,7 @@ def test_array_parameter_chart_renders_and_takes_an_edit(tmp_path, stream_dir):
         browser.scroll_to(".dao-array-param")
         shot = browser.screenshot("component-panel-array")
         browser.run_cell(1)
-        gains = printed(browser, "GAINS")
+        gains = browser.printed("GAINS")
         browser.run_cell(2)
     assert gains[:10] == [1.8] * 10 and gains[10] < 1.3
     assert shot.stat().st_size > 10000

@@ -3,7 +3,6 @@ acknowledged, and still flowing while a cell runs (the acknowledgements go to a 
 
 from __future__ import annotations
 
-import json
 import time
 
 import nbformat
@@ -53,16 +52,6 @@ cam.delete()
 '''
 
 
-def printed(browser: Browser, marker: str) -> dict:
-    """The JSON a cell printed after ``marker`` (read from the output areas, not the code)."""
-    def find():
-        outs = [t for t in browser.texts(".jp-OutputArea-output") if marker in t]
-        return outs[-1] if outs else None
-
-    text = browser.wait_for(find, 30, message=f"the output {marker}")
-    return json.loads(text.rsplit(marker, 1)[1].strip().split("\n", 1)[0])
-
-
 def test_view_draws_and_keeps_drawing_while_a_cell_runs(tmp_path, stream_dir):
     missing = browser_available()
     assert missing is None, missing  # install Debian's chromium and chromium-driver
@@ -96,9 +85,9 @@ def test_view_draws_and_keeps_drawing_while_a_cell_runs(tmp_path, stream_dir):
         time.sleep(3.0)
         c1, t1 = count(), time.monotonic()
         browser.wait_kernel_idle(60)
-        during = printed(browser, "DURING-CELL")
+        during = browser.printed("DURING-CELL")
         browser.run_cell(2)
-        stats = printed(browser, "VIEW-STATS")
+        stats = browser.printed("VIEW-STATS")
         browser.scroll_to(".dao-view")
         shot = browser.screenshot("stream-view")
         assert browser.widget_errors() == []
