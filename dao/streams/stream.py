@@ -1568,6 +1568,10 @@ class shm:  # noqa: N801 - the Durham name, kept so Durham scripts run unchanged
         :meth:`get_history`). The header fields are read as a seqlock: a set that the writer
         changed during the read is read again.
 
+        It reads the newest frames at the time of the call: to pair frames with their
+        counters while a writer runs, read both at once (``get_history(n, meta=True)``), or
+        match a separate read by ``cnt0``.
+
         Raises
         ------
         StreamError
