@@ -9,6 +9,7 @@ import json
 import time
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
@@ -109,6 +110,55 @@ def test_a_law_shipped_to_the_controller_process(ao):
         ao.swap(Leaky, where="process", gain=np.float32(0.3).reshape(1))
     with pytest.raises(TypeError, match="cannot be shipped"):
         ao.swap(Leaky(ao.calibration), where="process")
+
+
+@numba.njit(nogil=True, cache=False)
+def leaky_numba(slopes, command, cm, gain):
+    """A law as a Numba function, as a notebook cell would write it."""
+    for i in range(command.size):
+        acc = np.float32(0.0)
+        for j in range(slopes.size):
+            acc += cm[i, j] * slopes[j]
+        command[i] -= gain * acc
+
+
+class NumbaLeaky(ControlLaw):
+    """A class whose step calls a Numba function defined beside it (shipped with it)."""
+
+    def __init__(self, calibration, gain=0.4):
+        super().__init__(calibration)
+        self.cm = np.ascontiguousarray(calibration.control_matrix, np.float32)
+        self.gain = np.float32(gain)
+
+    def step(self, slopes, command):
+        leaky_numba(slopes, command, self.cm, self.gain)
+
+
+def test_numba_laws_in_this_process_and_shipped(ao):
+    cm = np.ascontiguousarray(ao.calibration.control_matrix, np.float32)
+    h = ao.swap(leaky_numba, cm, np.float32(GAIN))  # a function: func(slopes, command, *args)
+    assert ao.controller["law"] == "leaky_numba"
+    ao.wait(100)
+    q = ao.expose(300)
+    assert q["strehl"] > 0.3 and q["late"] == 0
+    ao.swap(NumbaLeaky, where="process", ship=(leaky_numba,), gain=GAIN)
+    ao.wait(50)
+    assert ao.client("controller").query("active_law") == "NumbaLeaky"
+    assert ao.expose(300)["strehl"] > 0.3
+    ao.swap(None)
+    ao.wait(30)
+    frames = _commands_once_each(ao)
+    assert frames[0] < h
+
+
+@pytest.mark.parametrize("law", ["integrator", "pid", "pol", "modal"])
+def test_each_stock_law_selected_live(ao, law):
+    ctl = ao.client("controller")
+    ctl.setup("law", law)
+    wait_for(lambda: ctl.query("active_law") == law, timeout=5, what=f"the {law} law")
+    ao.wait(150)
+    assert ao.expose(300)["strehl"] > 0.3
+    _commands_once_each(ao)
 
 
 def test_compare_two_laws_on_the_same_atmosphere(ao):
@@ -228,9 +278,13 @@ def test_stop_restart_and_calibration_file(ao, tmp_path):
     frames = ao.streams["frames"].get_history(200)[:, 0, 0]
     assert np.all(np.diff(frames) == 1)  # the frame numbers go on across the restart
     path = ao.save_calibration(tmp_path / "cal.npz")
-    with AOLoop(n_subap=10, calibration=path) as other:
+    with AOLoop({"controller": {"law": "integrator", "leak": 0.995}}, n_subap=10,
+                calibration=path) as other:
         np.testing.assert_array_equal(other.calibration.control_matrix,
                                       cal_before.control_matrix)
+        # the configuration's law and leak are the controller's
+        assert other.client("controller").query("active_law") == "integrator"
+        assert float(other.client("controller").query("leak")) == 0.995
         assert other.calibration["seconds"] == cal_before["seconds"]  # loaded, not measured
         other.close_loop()
         other.wait(200)
