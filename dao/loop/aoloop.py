@@ -596,7 +596,10 @@ class AOLoop:
 
     def __repr__(self) -> str:
         c = self.config
-        state = (f"running, frame {self.frame}, gain {self._gain:g}" if self.running
+        law = self.controller
+        state = (f"running, frame {self.frame}, gain {self._gain:g}, {law['law']} law "
+                 f"({'this process' if law['where'] == 'kernel' else 'controller process'})"
+                 if self.running
                  else "stopped" if self._finalizer is not None else "not started")
         return (f"<AOLoop {c['bench']['n_subap']}x{c['bench']['n_subap']} "
                 f"{c['sensor']['type']}: {state}>")
