@@ -239,7 +239,8 @@ def check_04(nb, kernel) -> None:
 
 CHECK_05 = """
 import json
-print(json.dumps({"best": best.tolist(), "n_modes": cal.n_modes, "frames": len(frames),
+print(json.dumps({"best": best.tolist(), "single": single, "n_modes": cal.n_modes,
+                  "frames": len(frames), "fs": fs, "bench": ao.config["bench"],
                   "noise": noise.tolist(), "after_swap": after_swap, "after_back": after_back,
                   "laws": [str(k) for k in cmp.law.values], "strehl": cmp.strehl.values.tolist(),
                   "late": cmp.late.values.tolist(), "exposures": int(cmp.sizes["exposure"]),
@@ -249,32 +250,48 @@ print(json.dumps({"best": best.tolist(), "n_modes": cal.n_modes, "frames": len(f
 
 
 def check_05(nb, kernel) -> None:
-    """The spectra of the pseudo-open-loop modes (red turbulence over a white floor), the
-    optimised gains per mode (in the grid), the law in the kernel after the swap and the
-    controller process after swapping back, and the comparison: both laws close the loop, the
-    optimised within 10% of the stock law, the histogram of their exposures."""
-    n = kernel["n_modes"]
+    """A slow loop on a faint star (250 Hz, 30 photons, 20 m/s). The spectra of the
+    pseudo-open-loop modes, at that frame rate (red turbulence over a white floor); the
+    optimised gains per mode (in the grid) against the stock gain and the best single gain;
+    the law in the kernel after the swap and the controller process after swapping back; the
+    comparison: the optimised gains beat the stock law clearly, and do as well as the best
+    single gain; the histogram of the exposures."""
+    n, fs = kernel["n_modes"], kernel["fs"]
+    bench = kernel["bench"]
+    assert (fs, bench["frame_rate"], bench["flux"], bench["wind"]) == (250, 250, 30, 20)
     assert kernel["frames"] > 1900  # consecutive frames, matched slopes to commands
     lines = plotted_columns(cell_outputs(nb, "welch_psd(p, fs)"))
     assert len(lines) == 6  # three spectra, each with its floor
     for line, floor in zip(lines[0::2], lines[1::2], strict=True):
         f, p = np.asarray(line["x"], float), np.asarray(line["y"], float)
-        assert f[0] > 0 and 490 < f[-1] <= 500 and (np.diff(f) > 0).all()
+        # up to the Nyquist frequency of the bench's frame rate (not the default 1 kHz's)
+        assert f[0] > 0 and f[-1] == fs / 2 and (np.diff(f) > 0).all()
         assert np.isfinite(p).all() and (p > 0).all()
         level = np.asarray(floor["y"], float)
         assert level[0] == level[1] and level[0] in np.asarray(kernel["noise"])
-        assert p[f < 20].mean() > 30 * level[0]  # turbulence: red, far above the floor
-        assert 0.3 < np.median(p[f > 200]) / level[0] < 3
-    # the gains plot: a point per mode, each gain in the grid, against the stock 0.5
-    columns = plotted_columns(cell_outputs(nb, "show(row(curves, gains_plot))"))
+        assert p[f < 20].mean() > 10 * level[0]  # turbulence: red, far above the floor
+        assert 0.5 < np.median(p[f > 0.3 * fs]) / level[0] < 2  # white above 75 Hz
+    # the gains plot: a point per mode, each gain in the grid; lines across the modes at the
+    # best single gain and at the stock gain
+    outputs = cell_outputs(nb, "show(row(curves, gains_plot))")
+    columns = plotted_columns(outputs)
     (points,) = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == n]
     np.testing.assert_array_equal(points["x"], np.arange(n))
     gains = np.asarray(points["y"], float)
     np.testing.assert_allclose(gains, kernel["best"])
-    assert gains.min() >= 0.05 and gains.max() <= 0.9
-    curves = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == 18]
-    assert len(curves) == 3  # the cost of each gain of the grid, three modes
+    assert gains.min() >= 0.05 and gains.max() <= 1
+    assert 0.6 < np.median(gains) < 1  # the stock 0.5 is too low here
+    assert 0.6 < kernel["single"] < 1 and kernel["single"] in np.round(np.arange(1, 21) / 20, 2)
+    levels = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == 2]
+    for c, level in zip(levels, [kernel["single"], 0.5], strict=True):
+        np.testing.assert_array_equal(c["x"], [0, n - 1])
+        np.testing.assert_array_equal(c["y"], [level, level])
+    labels = [item["label"]["value"] for item in bokeh_models(outputs, "LegendItem")]
+    assert labels[3:] == [f"best single ({kernel['single']})", "stock (0.5)", "optimised"]
+    curves = [c for c in columns if len(np.atleast_1d(c.get("x", []))) == 20]
+    assert len(curves) == 3  # the cost of each gain of the grid (0.05 to 1), three modes
     for c in curves:
+        np.testing.assert_allclose(c["x"], np.arange(1, 21) / 20)
         y = np.asarray(c["y"], float)
         assert y.min() == 1 and (y >= 1).all()  # over its minimum
     # the law ran in the kernel, then the controller process ran the stock law again
@@ -283,21 +300,29 @@ def check_05(nb, kernel) -> None:
     assert back["where"] == "process" and back["law"] == "modal"
     assert back["since"] > swap["since"] > 0
     assert kernel["controller_at_end"]["where"] == "process"
-    for text in ("'where': 'kernel'", "'where': 'process'"):
-        assert any(text in o.get("data", {}).get("text/plain", "")
-                   for o in cell_outputs(nb, "ao.swap(OptimisedModal")
-                   + cell_outputs(nb, "ao.swap(None)"))
-    # the comparison: both laws close the loop; the optimised one within 10% of the stock one
+    shown = [o.get("data", {}).get("text/plain", "") for o in cell_outputs(nb, "first = ao.swap(")]
+    assert any("'where': 'kernel'" in t and "OptimisedModal" in t for t in shown), shown
+    shown = [o.get("data", {}).get("text/plain", "") for o in cell_outputs(nb, "ao.swap(None)")]
+    assert any("'where': 'process'" in t and "'modal'" in t for t in shown), shown
+    # the comparison. Measured in 30 runs of the notebook and 26 more comparisons in one loop:
+    # stock 0.432-0.440 (its two runs within 0.006), optimised 0.488-0.497, single gain
+    # 0.486-0.497 and once 0.475; optimised - stock >= 0.05 in every run, |optimised - single|
+    # < 0.006 but that once (0.02)
     strehl = dict(zip(kernel["laws"], kernel["strehl"], strict=True))
-    assert list(strehl) == ["stock", "optimised", "stock again"]
+    single = f"single gain {kernel['single']}"
+    assert list(strehl) == ["stock", "optimised", single, "stock again"]
+    stock = max(strehl["stock"], strehl["stock again"])
     assert min(strehl.values()) > 0.3, strehl
-    assert strehl["optimised"] > 0.9 * strehl["stock"], strehl
-    assert abs(strehl["stock again"] - strehl["stock"]) < 0.05 * strehl["stock"], strehl
-    assert kernel["late"] == [0, 0, 0]
+    assert abs(strehl["stock again"] - strehl["stock"]) < 0.015, strehl
+    assert strehl["optimised"] > stock + 0.03, strehl  # the optimised gains do better
+    assert strehl[single] > stock + 0.02, strehl  # and so does the best single gain,
+    assert abs(strehl["optimised"] - strehl[single]) < 0.03, strehl  # about as well
+    assert kernel["late"] == [0, 0, 0, 0]
     assert all(0 < t < 0.01 for t in kernel["latency_p50_s"])
     (table,) = [o["data"]["text/plain"] for o in cell_outputs(nb, "ao.compare(")
                 if "text/plain" in o.get("data", {})]
-    assert "stock again" in table and "optimised" in table and "latency p50" in table
+    assert "stock again" in table and "optimised" in table and single in table
+    assert "latency p50" in table
     outputs = cell_outputs(nb, "np.histogram(")
     bars = plotted_columns(outputs)
     assert len(bars) == 2  # stock and optimised
@@ -305,6 +330,13 @@ def check_05(nb, kernel) -> None:
         assert np.asarray(c["top"]).sum() == kernel["exposures"] > 300
     marks = [span["location"] for span in bokeh_models(outputs, "Span")]
     np.testing.assert_allclose(marks, [strehl["stock"], strehl["optimised"]])
+    # the short exposures move up with the optimised gains
+    centres = (np.asarray(bars[0]["left"], float) + np.asarray(bars[0]["right"], float)) / 2
+    mean = [np.average(centres, weights=np.asarray(c["top"], float)) for c in bars]
+    assert mean[1] > mean[0] + 0.03, mean
+    # the error budget printed: the residual of each law, against fitting and servo lag
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, 'cal["budget"]'))
+    assert "fitting" in printed and "one-frame delay" in printed and "optimised" in printed
 
 
 CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),

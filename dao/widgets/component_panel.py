@@ -401,7 +401,7 @@ class _Chart:
     """The bar chart of one array parameter (a bokeh figure in a :class:`BokehWidget`)."""
 
     def __init__(self, name: str, meta: dict[str, Any]) -> None:
-        from bokeh.models import ColumnDataSource, Range1d, Span
+        from bokeh.models import ColumnDataSource, DataRange1d, Range1d, Span
         from bokeh.plotting import figure
 
         from dao.widgets.plots import bokeh_widget
@@ -414,13 +414,18 @@ class _Chart:
         b = meta.get("bounds") or [None, None]
         lo, hi = (b + [None, None])[:2]
         finite = [x for x in (lo, hi) if isinstance(x, int | float) and math.isfinite(x)]
-        if len(finite) == 2 and hi > lo:  # the whole allowed range: where the values sit in it
+        top = max((float(x) for x in values if x is not None), default=0.0)
+        if len(finite) == 2 and hi > lo and top - lo > 0.25 * (hi - lo):
+            # the values fill the allowed range: show all of it, bounds included
             pad = 0.04 * (hi - lo)
             kw["y_range"] = Range1d(lo - pad, hi + pad)
+        else:  # values small against the range (factors of 1 under a bound of 10): fit them
+            kw["y_range"] = DataRange1d(start=lo if lo is not None and math.isfinite(lo)
+                                        else None, range_padding=0.1)
         fig = figure(width=CHART_WIDTH, height=CHART_HEIGHT, tools="xbox_zoom,xpan,reset,hover",
                      tooltips=[(label, "@i"), (name, "@v{0.[0000]}" + (f" {unit}" if unit
                                                                          else ""))],
-                     x_axis_label=label, y_axis_label=unit or None, toolbar_location="right",
+                     x_axis_label=label, y_axis_label=unit or name, toolbar_location="right",
                      min_border_left=40, min_border_bottom=30, min_border_top=6,
                      min_border_right=6, **kw)
         fig.toolbar.logo = None
@@ -436,6 +441,8 @@ class _Chart:
         self.bars = fig.vbar(x="i", top="v", bottom=0, width=0.8 if len(values) <= 120 else 1.0,
                              source=self.source, fill_color="#1f77b4", line_color=None)
         for bound in finite:
+            if bound == 0:
+                continue  # the bars' base already
             fig.add_layout(Span(location=bound, dimension="width", line_color="#d62728",
                                 line_dash="dashed", line_width=1, line_alpha=0.7))
         self.figure = fig

@@ -508,7 +508,7 @@ def test_an_array_parameter_is_a_chart_of_the_component_value(gains_panel, gains
     assert fig.xaxis[0].axis_label == "mode"  # "one per control mode"
     assert (fig.y_range.start, fig.y_range.end) == pytest.approx((-0.08, 2.08))
     spans = [r.location for r in fig.center if type(r).__name__ == "Span"]
-    assert sorted(spans) == [0, 2]  # the bounds, dashed
+    assert sorted(spans) == [2]  # the upper bound, dashed (0 is the bars' base)
     settle(lambda: pnl.summaries["modal_gains"].value.count("60 values · min 0.2 · median 0.6 "
                                                             "· max 1"), 1, what="the summary")
     ctl = pnl.controls["modal_gains"]
@@ -653,3 +653,17 @@ def test_a_chart_redraw_waits_for_a_budget_that_holds_it(stream_dir):
     finally:
         pnl.close()
         comp.close()
+
+
+def test_a_chart_fits_values_small_against_their_bounds():
+    """Gain factors of 1 under a bound of 10 fill the chart, not a strip at its bottom."""
+    from dao.widgets.component_panel import _Chart
+
+    chart = _Chart("modal_gains", {"value": [1.0] * 99, "bounds": [0.0, 10.0], "unit": "",
+                                   "type": "ndarray"})
+    fig = chart.figure
+    assert type(fig.y_range).__name__ == "DataRange1d" and fig.y_range.start == 0.0
+    assert fig.yaxis[0].axis_label == "modal_gains"
+    wide = _Chart("g", {"value": [0.5, 1.8], "bounds": [0.0, 2.0], "unit": "",
+                        "type": "ndarray"})
+    assert (wide.figure.y_range.start, wide.figure.y_range.end) == pytest.approx((-0.08, 2.08))
