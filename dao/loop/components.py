@@ -454,7 +454,6 @@ class Controller(Component):
         self.stock.step(np.zeros(self.stock.n_slopes, np.float32), self.host.command)  # warm up
         self.host.command[:] = 0.0
         self.stock.start(self.host.command)
-        self._new_parameters = False  # the law has the current values
         self._n_log = 0
         self._failure = None
         self._refresh()
@@ -468,9 +467,10 @@ class Controller(Component):
         self._slopes_buf = self._slopes_flat = None
 
     def _parameters_changed(self) -> None:
-        # set from the command thread; the processing thread hands the new values to the
-        # law between two frames (never in the middle of one)
-        self._new_parameters = True
+        # in the command thread: the law makes its new arrays (the modal law its matrix, a few
+        # ms) and swaps them in whole, so the processing thread uses them from its next frame
+        if getattr(self, "stock", None) is not None:
+            self._apply()
 
     def _new_law(self) -> None:
         host = getattr(self, "host", None)
@@ -500,7 +500,6 @@ class Controller(Component):
             self.log.error("%s", self.law_error)
 
     def _apply(self) -> None:
-        self._new_parameters = False
         set_ = self.stock.set
         if self.law == "modal":
             set_(gain=self.gain, leak=self.leak, modal_gains=self.modal_gains)
@@ -546,8 +545,6 @@ class Controller(Component):
                              "acquire FRAME, load JSON, stock or log")
 
     def process(self, data: np.ndarray) -> None:
-        if self._new_parameters:  # a bool test per frame; the law's arrays only after a change
-            self._apply()
         flat = self._slopes_flat if data is self._slopes_buf else data.reshape(-1)
         self.host.process(flat, self.frame_id)  # the frame's cnt2
         if len(self.host.log) != self._n_log:  # a swap or a handover: say which law runs

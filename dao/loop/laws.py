@@ -99,15 +99,19 @@ def _vector(value: Any, n: int, name: str, low: float | None = 0.0) -> np.ndarra
 class ModalIntegrator(ControlLaw):
     """Leaky integrator on the modal coefficients, with a gain per mode.
 
-    ``e = slopes_to_modes @ s``; ``m = leak m - gain modal_gains e``; ``c = clip(modes @ m)``.
-    With equal ``modal_gains`` it is the zonal :class:`Integrator`.
+    ``m = leak m - gain modal_gains (slopes_to_modes @ s)``, ``c = clip(modes @ m)``: with a
+    leak common to every mode it is run in command space, ``c = clip(leak c - M s)`` with
+    ``M = modes diag(gain modal_gains) slopes_to_modes``, one matrix-vector product a frame
+    (as the zonal :class:`Integrator`, which it is with equal ``modal_gains``). ``M`` is
+    remade by :meth:`set` (a few ms for 360 modes, in the caller's thread) and swapped in
+    whole, so a change takes effect between two frames.
 
     Parameters
     ----------
     calibration : dao.loop.Calibration
     gain : float
         Loop gain (0: open).
-    leak : float or array_like (n_modes,)
+    leak : float
         1: a pure integrator.
     modal_gains : float or array_like (n_modes,)
         Gain factor of each mode of the calibration's basis (``calibration.modes``). A mode
@@ -117,48 +121,71 @@ class ModalIntegrator(ControlLaw):
 
     name = "modal"
 
-    def __init__(self, calibration: Any, gain: float = 0.5, leak: Any = 1.0,
+    def __init__(self, calibration: Any, gain: float = 0.5, leak: float = 1.0,
                  modal_gains: Any = 1.0) -> None:
-        from dao.recon import Integrator, MatrixVectorMultiply
+        from dao.recon import Integrator as _Integrator
 
         super().__init__(calibration)
         self.n_modes = int(calibration["n_modes"])
-        self._s2m = MatrixVectorMultiply(calibration["slopes_to_modes"])
-        self._m2c = MatrixVectorMultiply(calibration["modes"])
-        self._c2m = MatrixVectorMultiply(np.ascontiguousarray(calibration["modes"].T))
-        self.error = np.zeros(self.n_modes, np.float32)
-        self.integrator = Integrator(self.n_modes, gain=0.0, leak=leak)
-        self.stroke = np.float32(calibration["stroke"])
-        self.gain = float(gain)
-        self.modal_gains = _vector(modal_gains, self.n_modes, "modal_gains")
+        self._modes = np.asarray(calibration["modes"], np.float64)
+        self._s2m = np.asarray(calibration["slopes_to_modes"], np.float64)
+        stroke = float(calibration["stroke"])
+        # the integrator of the zonal law, fed with M s (its gain 1, the gains are in M)
+        self.integrator = _Integrator(self.n_actuators, gain=1.0, leak=1.0, stroke=stroke)
+        self.error = np.zeros(self.n_actuators, np.float32)
+        self.gain, self.leak = 0.0, 1.0
+        self.modal_gains = np.ones(self.n_modes, np.float32)
+        self._open = np.zeros((self.n_actuators, 0), np.float32)  # modes kept at 0
+        self._open_pending = False
         self.set(gain=gain, leak=leak, modal_gains=modal_gains)
-        self._s2m(np.zeros(self.n_slopes, np.float32), out=self.error)  # compile/load kernels
+        self._mvm(np.zeros(self.n_slopes, np.float32), out=self.error)  # compile/load kernels
 
     @property
     def coefficients(self) -> np.ndarray:
-        """The modal coefficients (the integrator's state), metres of OPD per unit mode."""
-        return self.integrator.command
+        """The modal coefficients of the command (``modes.T @ command``), float64."""
+        return self._modes.T @ self.integrator.command
 
-    def set(self, gain: float | None = None, leak: Any = None, modal_gains: Any = None) -> None:
-        """Change the gain, the leak or the per-mode gains (between two frames)."""
-        if gain is not None:
-            self.gain = float(gain)
-        if modal_gains is not None:
-            self.modal_gains = _vector(modal_gains, self.n_modes, "modal_gains")
-            self.integrator.command[self.modal_gains == 0] = 0.0  # those modes are open
+    def set(self, gain: float | None = None, leak: float | None = None,
+            modal_gains: Any = None) -> None:
+        """Change the gain, the leak or the per-mode gains (effective from the next frame)."""
+        from dao.recon import MatrixVectorMultiply
+
+        g = self.gain if gain is None else float(gain)
+        mg = self.modal_gains if modal_gains is None else _vector(
+            modal_gains, self.n_modes, "modal_gains")
         if leak is not None:
-            self.integrator.leak[:] = _vector(leak, self.n_modes, "leak")
-        np.multiply(self.modal_gains, np.float32(self.gain), out=self.integrator.gain)
+            a = np.asarray(leak, np.float64)
+            if a.ndim or not 0.0 <= a <= 1.0:
+                raise ValueError(f"leak = {leak!r}: give one number from 0 to 1 (the modal "
+                                 "law's leak is common to every mode)")
+            lk = float(a)
+            self.integrator.leak = np.full(self.n_actuators, lk, np.float32)
+            self.leak = lk
+        m = (self._modes * (g * mg.astype(np.float64))) @ self._s2m
+        self._mvm = MatrixVectorMultiply(m)  # swapped in whole: the next step uses it
+        open_ = mg == 0
+        if modal_gains is not None:
+            self._open = np.ascontiguousarray(self._modes[:, open_], np.float32)
+            self._open_pending = bool(open_.any())
+        self.gain, self.modal_gains = g, mg
+
+    def _zero_open_modes(self) -> None:
+        o, c = self._open, self.integrator.command
+        if o.shape[1]:
+            c -= o @ (o.T @ c)
 
     def start(self, command: np.ndarray) -> None:
-        self._c2m(command, out=self.integrator.command)
-        self.integrator.command[self.modal_gains == 0] = 0.0
+        # the command's part in the controlled modes (all of it when it came from one)
+        self.integrator.command[:] = self._modes @ (self._modes.T @ command)
+        self._zero_open_modes()
 
     def step(self, slopes: np.ndarray, command: np.ndarray) -> None:
-        self._s2m(slopes, out=self.error)
+        if self._open_pending:  # modes just opened: their coefficients to 0, once
+            self._open_pending = False
+            self._zero_open_modes()
+        self._mvm(slopes, out=self.error)
         self.integrator.step(self.error)
-        self._m2c(self.integrator.command, out=command)
-        np.clip(command, -self.stroke, self.stroke, out=command)
+        command[:] = self.integrator.command
 
 
 class Integrator(ControlLaw):
@@ -184,11 +211,12 @@ class Integrator(ControlLaw):
                                       stroke=float(calibration["stroke"]))
 
     def set(self, gain: Any = None, leak: Any = None) -> None:
-        """Change the gain or the leak (between two frames)."""
+        """Change the gain or the leak (effective from the next frame: new arrays, swapped
+        in whole)."""
         if gain is not None:
-            self.integrator.gain[:] = _vector(gain, self.n_actuators, "gain")
+            self.integrator.gain = _vector(gain, self.n_actuators, "gain")
         if leak is not None:
-            self.integrator.leak[:] = _vector(leak, self.n_actuators, "leak")
+            self.integrator.leak = _vector(leak, self.n_actuators, "leak")
 
     def start(self, command: np.ndarray) -> None:
         self.integrator.command[:] = command
@@ -222,10 +250,10 @@ class PID(ControlLaw):
 
     def set(self, gain: float | None = None, kp: float | None = None,
             kd: float | None = None) -> None:
-        """Change the gains (between two frames)."""
+        """Change the gains (effective from the next frame: new arrays, swapped in whole)."""
         for name, value in (("ki", gain), ("kp", kp), ("kd", kd)):
             if value is not None:
-                getattr(self.pid, name)[:] = np.float32(value)
+                setattr(self.pid, name, np.full(self.n_actuators, value, np.float32))
 
     def start(self, command: np.ndarray) -> None:
         ki = self.pid.ki
@@ -257,9 +285,9 @@ class PseudoOpenLoop(ControlLaw):
                                             stroke=float(calibration["stroke"]))
 
     def set(self, gain: float | None = None) -> None:
-        """Change the gain (between two frames)."""
+        """Change the gain (effective from the next frame: a new array, swapped in whole)."""
         if gain is not None:
-            self.pol.gain[:] = np.float32(gain)
+            self.pol.gain = np.full(self.n_actuators, gain, np.float32)
 
     def start(self, command: np.ndarray) -> None:
         self.pol.command[:] = command

@@ -90,6 +90,8 @@ def test_a_mode_with_gain_zero_gets_no_command():
     assert abs(coef[0]) < 1e-5 < abs(coef[1])
     with pytest.raises(ValueError, match=f"{cal.n_modes} values"):
         law.set(modal_gains=[1.0, 2.0])
+    with pytest.raises(ValueError, match="common to every mode"):
+        law.set(leak=[0.9, 0.99])
 
 
 @pytest.mark.parametrize("name", sorted(STOCK_LAWS))
