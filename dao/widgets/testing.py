@@ -52,6 +52,7 @@ __all__ = [
     "STOCK_SERVER_CONFIG",
     "artifacts_dir",
     "browser_available",
+    "write_notebook",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -137,6 +138,21 @@ def artifacts_dir(default: str | os.PathLike[str] | None = None) -> Path:
     path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dao-artifacts-"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_notebook(path: str | os.PathLike[str], cells: list[str],
+                   markdown: str | None = None) -> Path:
+    """Write a notebook of code ``cells`` (their sources, stripped), on the ``python3``
+    kernel, after an optional ``markdown`` cell; return its path."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = ([nbformat.v4.new_markdown_cell(markdown)] if markdown else []) + [
+        nbformat.v4.new_code_cell(src.strip()) for src in cells]
+    nbformat.write(nb, path)
+    return Path(path)
 
 
 def _tail(text: str, n: int) -> str:

@@ -459,21 +459,21 @@ return cell.model.outputs.toJSON().map(o => Object.keys(o.data || {}));
 def test_history_view_draws_in_jupyterlab_offline(tmp_path):
     """BokehJS is loaded from the package before the first view; the slider, moved with the
     keyboard in the page, moves the kernel's view; a second view needs no second loader."""
-    from dao.widgets.testing import Browser, JupyterLab, artifacts_dir, browser_available
+    from dao.widgets.testing import (
+        Browser,
+        JupyterLab,
+        artifacts_dir,
+        browser_available,
+        write_notebook,
+    )
 
     missing = browser_available()
     assert missing is None, missing  # install Debian's chromium and chromium-driver
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(src.strip()) for src in (
+    write_notebook(tmp_path / "history.ipynb", [
         BROWSER_SETUP,
         "view = HistoryView([cam, slopes, dm], element={'axis': 'x', 'subaperture': 5})\nview",
         "view2 = HistoryView(dm, element={'actuator': 3})\nview2",
-        "print('POSITION', view.position, view.frames['dm']['cnt2'].item())")]
-    nbformat.write(nb, tmp_path / "history.ipynb")
+        "print('POSITION', view.position, view.frames['dm']['cnt2'].item())"])
     shots = artifacts_dir(tmp_path / "artifacts")
     with JupyterLab(tmp_path) as lab, Browser(shots, timeout=90) as browser:
         browser.open_notebook(lab, "history.ipynb")

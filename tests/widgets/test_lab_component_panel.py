@@ -4,10 +4,15 @@ the component and coming back in the chart."""
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 
-from dao.widgets.testing import Browser, JupyterLab, artifacts_dir, browser_available
+from dao.widgets.testing import (
+    Browser,
+    JupyterLab,
+    artifacts_dir,
+    browser_available,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -54,13 +59,7 @@ return c ? [c.getBoundingClientRect().width, c.getBoundingClientRect().height] :
 def test_array_parameter_chart_renders_and_takes_an_edit(tmp_path, stream_dir):
     missing = browser_available()
     assert missing is None, missing  # install Debian's chromium and chromium-driver
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(SETUP),
-                nbformat.v4.new_code_cell("import json" + READ),
-                nbformat.v4.new_code_cell(CLOSE)]
-    nbformat.write(nb, tmp_path / "panel.ipynb")
+    write_notebook(tmp_path / "panel.ipynb", [SETUP, "import json" + READ, CLOSE])
     shots = artifacts_dir(tmp_path / "artifacts")
     with JupyterLab(tmp_path, env={"DAO_SHM_DIR": stream_dir}) as lab, \
             Browser(shots, timeout=60) as browser:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import time
 
-import nbformat
 import pytest
 
-from dao.widgets.testing import Browser, JupyterLab, artifacts_dir, browser_available
+from dao.widgets.testing import (
+    Browser,
+    JupyterLab,
+    artifacts_dir,
+    browser_available,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,14 +60,8 @@ cam.delete()
 def test_view_draws_and_keeps_drawing_while_a_cell_runs(tmp_path, stream_dir):
     missing = browser_available()
     assert missing is None, missing  # install Debian's chromium and chromium-driver
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(SETUP),
-                nbformat.v4.new_code_cell("import json" + BUSY),
-                nbformat.v4.new_code_cell("time.sleep(2)" + STATS),
-                nbformat.v4.new_code_cell(CLOSE)]
-    nbformat.write(nb, tmp_path / "view.ipynb")
+    write_notebook(tmp_path / "view.ipynb",
+                   [SETUP, "import json" + BUSY, "time.sleep(2)" + STATS, CLOSE])
     shots = artifacts_dir(tmp_path / "artifacts")
 
     def count() -> int:
