@@ -113,9 +113,15 @@ class LawHost:
             self.law.start(self.command)
         if self._pending is not None:
             law, self._pending = self._pending, None
-            law.start(self.command)
-            self.law = law
-            self.log.append((frame, law.describe()))
+            try:
+                law.start(self.command)
+            except Exception as exc:  # noqa: BLE001 - a law that cannot start is not swapped in
+                if self.fallback is None or law is self.fallback:
+                    raise
+                self._failed(frame, law, exc)
+            else:
+                self.law = law
+                self.log.append((frame, law.describe()))
         law = self.law
         if law is self.fallback or self.fallback is None:
             law.step(slopes, self.command)
@@ -123,15 +129,20 @@ class LawHost:
             try:
                 law.step(slopes, self.command)
             except Exception as exc:  # noqa: BLE001 - a prototype failed: the stock law goes on
-                self.failure = (frame, law.describe(), exc)
-                self._read_command(frame - 1)  # the command may be half written
-                self.law = self.fallback
-                self.law.start(self.command)
-                self.log.append((frame, f"{self.law.describe()} ({law.describe()} raised "
-                                        f"{type(exc).__name__}: {exc})"))
+                self._failed(frame, law, exc)
                 self.law.step(slopes, self.command)
         self.out.set_data(self._view, cnt2=frame)
         self.written += 1
+
+    def _failed(self, frame: int, law: Any, exc: BaseException) -> None:
+        """``law`` raised at ``frame``: the fallback law takes over from the command of the
+        frame before (the command may be half written)."""
+        self.failure = (frame, law.describe(), exc)
+        self._read_command(frame - 1)
+        self.law = self.fallback
+        self.law.start(self.command)
+        self.log.append((frame, f"{self.law.describe()} ({law.describe()} raised "
+                                f"{type(exc).__name__}: {exc})"))
 
     def _read_command(self, frame: int) -> None:
         """Load the command written for ``frame`` (or the newest before it) into

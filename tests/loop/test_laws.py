@@ -249,9 +249,18 @@ def test_a_failing_law_falls_back_to_the_stock_law_at_the_same_frame(law_streams
     frame, name, exc = host.failure
     assert (frame, name, type(exc)) == (2, "Broken", ZeroDivisionError)
     assert cmd.get_data()[0, 0] == 2.0  # the half-written 99 was dropped
+    # a law whose start raises is not swapped in: the law in place goes on
+    class NoStart(_Count):
+        def start(self, command):
+            raise RuntimeError("no start")
+
+    host.swap(NoStart(cal))
+    assert host.process(flat, 3)
+    assert host.failure[:2] == (3, "NoStart") and host.law is host.fallback
+    assert cmd.get_data()[0, 0] == 3.0
     host_plain = LawHost(Broken(cal), shm(cmd.path), shm(slopes.path))
     with pytest.raises(ZeroDivisionError):
-        host_plain.process(flat, 3)
+        host_plain.process(flat, 4)
 
 
 def test_shipped_law_files_are_checked(tmp_path):
