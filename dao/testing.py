@@ -12,6 +12,8 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -23,6 +25,8 @@ import numpy as np
 __all__ = [
     "child_environment",
     "free_port",
+    "redis_server",
+    "RedisServer",
     "wait_for",
     "wait_equal",
     "temporary_stream_dir",
@@ -96,6 +100,173 @@ def wait_equal(get, want, timeout: float = 10.0, what: str = "", interval: float
         if time.monotonic() > end:
             raise AssertionError(f"{what or get}: {got!r} != {want!r} after {timeout:g} s")
         time.sleep(interval)
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a loopback port, persistence off (see
+    :func:`redis_server`).
+
+    Attributes
+    ----------
+    port : int
+        The TCP port on 127.0.0.1; kept across :meth:`restart`.
+    password : str or None
+        The password clients must give (``requirepass``), if any.
+    url : str
+        ``redis://[:PASSWORD@]127.0.0.1:PORT/0``, for :class:`dao.net.registry.Registry`.
+    """
+
+    def __init__(self, password: str | None = None, timeout: float = 10.0) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise FileNotFoundError(
+                "redis-server is not installed: apt-get install redis-server "
+                "(scripts/system-deps.sh test) or conda install redis"
+            )
+        self._exe = exe
+        self.password = password
+        self.timeout = timeout
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="daoredis", dir="/tmp")
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the server (on :attr:`port` if set, else on a free port) and wait until it
+        answers PING.
+
+        Raises
+        ------
+        RuntimeError
+            The server exited or did not answer within ``timeout`` seconds (its log is in
+            the message).
+        """
+        if self.running():
+            return
+        tries = 1 if self.port else 3  # a fresh port may be taken between pick and bind
+        for attempt in range(tries):
+            port = self.port or free_port()
+            try:
+                self._spawn(port)
+            except RuntimeError:
+                if attempt == tries - 1:
+                    raise
+                continue
+            self.port = port
+            return
+
+    def _spawn(self, port: int) -> None:
+        args = [self._exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self._dir, "--daemonize", "no",
+                "--logfile", "", "--loglevel", "warning"]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        log = open(os.path.join(self._dir, f"redis-{port}.log"), "wb")
+        try:
+            self._proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        end = time.monotonic() + self.timeout
+        while True:
+            if self._proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                with open(os.path.join(self._dir, f"redis-{port}.log"), "rb") as f:
+                    text = f.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"redis-server on port {port} did not start within {self.timeout:g} s: "
+                    f"{text.strip() or 'no log'}"
+                )
+            if _answers_ping(port):
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after 5 s. Its data are lost."""
+        p, self._proc = self._proc, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def restart(self) -> None:
+        """Stop the server and start a fresh, empty one on the same port."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its folder."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _answers_ping(port: int) -> bool:
+    """Whether a Redis server answers on 127.0.0.1:``port`` (``-NOAUTH`` counts)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(password: str | None = None, timeout: float = 10.0) -> Iterator[RedisServer]:
+    """Run a private ``redis-server`` for the duration of a ``with`` block.
+
+    Debian's ``redis-server`` package starts no daemon, and tests must not touch a shared one:
+    this starts one on a free loopback port with persistence off (``--save "" --appendonly
+    no``), waits until it answers PING, and always stops it (terminate, then kill).
+
+    Parameters
+    ----------
+    password : str, optional
+        Require this password (``requirepass``); it is part of the yielded URL.
+    timeout : float
+        Seconds to wait for the server to answer.
+
+    Yields
+    ------
+    RedisServer
+        ``.url`` is ``redis://127.0.0.1:PORT/0`` (``str()`` gives it too); ``.restart()``
+        replaces it with an empty server on the same port, ``.stop()`` / ``.start()`` take it
+        down and up.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``redis-server`` is not installed.
+    RuntimeError
+        It did not start.
+
+    Examples
+    --------
+    >>> with redis_server() as server:  # doctest: +SKIP
+    ...     reg = dao.net.registry.Registry(server.url)
+    """
+    server = RedisServer(password=password, timeout=timeout)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
 
 
 def unique_name(prefix: str = "t") -> str:

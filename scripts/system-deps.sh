@@ -16,6 +16,9 @@ if [ "${1:-build}" = test ]; then
     # browser and driver, never a download
     need "command -v chromium" chromium
     need "command -v chromedriver" chromium-driver
+    # the network tests start their own Redis on a loopback port (dao.testing.redis_server);
+    # Debian's package starts no daemon
+    need "command -v redis-server" redis-server
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${want[*]}"

@@ -1,5 +1,17 @@
-"""Streams across machines: the wire format of frames (:mod:`dao.net.wire`) and the Redis
-registry of machines and their streams (:mod:`dao.net.registry`).
+"""Streams across machines (issue 13, in progress).
 
-Work in progress (issue 13): the per-machine server and the mirrors come next.
+- :mod:`~dao.net.wire`: the wire format of a frame over ZeroMQ (a 64-byte header and the raw
+  bytes, never pickled), decoded with every field checked; a receiver that counts what it
+  drops and what was lost on the way.
+- :mod:`~dao.net.registry`: the Redis registry of machines and their streams (the Durham keys
+  under ``dao:``, a TTL on every key instead of a master, changes published on
+  ``dao:changes``).
+
+The per-machine server and the mirrors come next.
 """
+
+from dao.net.registry import Changes, Registry, RegistryError
+from dao.net.wire import Receiver, WireCounters, WireError, WireFrame, decode, decode_into, encode
+
+__all__ = ["Changes", "Receiver", "Registry", "RegistryError", "WireCounters", "WireError",
+           "WireFrame", "decode", "decode_into", "encode"]
