@@ -5,13 +5,19 @@
   drops and what was lost on the way.
 - :mod:`~dao.net.registry`: the Redis registry of machines and their streams (the Durham keys
   under ``dao:``, a TTL on every key instead of a master, changes published on
-  ``dao:changes``).
+  ``dao:changes``);
+- :mod:`~dao.net.mirror`: a stream published over ZeroMQ (:class:`StreamPublisher`) and its
+  local mirror (:class:`Mirror`, ``latest`` or ``every`` mode), with the link's freshness.
 
-The per-machine server and the mirrors come next.
+The per-machine server (``dao server``) and ``dao.remote`` come next.
 """
 
+from dao.net.mirror import BindError, Mirror, MirrorError, StreamPublisher
 from dao.net.registry import Changes, Registry, RegistryError
 from dao.net.wire import Receiver, WireCounters, WireError, WireFrame, decode, decode_into, encode
 
-__all__ = ["Changes", "Receiver", "Registry", "RegistryError", "WireCounters", "WireError",
-           "WireFrame", "decode", "decode_into", "encode"]
+__all__ = [
+    "BindError", "Changes", "Mirror", "MirrorError", "Receiver", "Registry", "RegistryError",
+    "StreamPublisher", "WireCounters", "WireError", "WireFrame", "decode", "decode_into",
+    "encode",
+]
