@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dao",
         description="The dao command: streams (ls, info, rm, watch, record), components (run, "
-        "ctl, events, supervise, logs) and the demo (an AO loop on the simulated bench).",
+        "ctl, events, supervise, logs), other machines' streams (server, remote) and the demo "
+        "(an AO loop on the simulated bench).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -367,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream demo frame rate, Hz (default 2000; implies --streams)")
     q.set_defaults(func=cmd_demo)
 
+    from dao.net.cli import add_net_parsers
     from dao.runtime.cli import add_runtime_parsers
 
     add_runtime_parsers(sub)
+    add_net_parsers(sub)
     return p
 
 

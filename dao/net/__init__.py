@@ -7,17 +7,23 @@
   under ``dao:``, a TTL on every key instead of a master, changes published on
   ``dao:changes``);
 - :mod:`~dao.net.mirror`: a stream published over ZeroMQ (:class:`StreamPublisher`) and its
-  local mirror (:class:`Mirror`, ``latest`` or ``every`` mode), with the link's freshness.
+  local mirror (:class:`Mirror`, ``latest`` or ``every`` mode), with the link's freshness;
+- :mod:`~dao.net.server`: the per-machine server (``dao server``): its streams kept in the
+  registry, publishers started on request and stopped when no client is left;
+- :mod:`~dao.net.remote`: a client's view (``dao remote ls|mirror``): machines, streams, and
+  :func:`~dao.net.remote.mirror` of a stream of another machine.
 
-The per-machine server (``dao server``) and ``dao.remote`` come next.
+Still to come: bidirectional mirrors, benchmarks, notebook 06.
 """
 
 from dao.net.mirror import BindError, Mirror, MirrorError, StreamPublisher
 from dao.net.registry import Changes, Registry, RegistryError
+from dao.net.remote import RemoteError, RemoteMirror
+from dao.net.server import StreamServer
 from dao.net.wire import Receiver, WireCounters, WireError, WireFrame, decode, decode_into, encode
 
 __all__ = [
     "BindError", "Changes", "Mirror", "MirrorError", "Receiver", "Registry", "RegistryError",
-    "StreamPublisher", "WireCounters", "WireError", "WireFrame", "decode", "decode_into",
-    "encode",
+    "RemoteError", "RemoteMirror", "StreamPublisher", "StreamServer", "WireCounters",
+    "WireError", "WireFrame", "decode", "decode_into", "encode",
 ]

@@ -1,0 +1,487 @@
+"""The per-machine stream server (``dao server``, issue 13, spec ``control-and-network.md``
+section 4).
+
+A :class:`StreamServer` runs on each machine whose streams others may mirror. It
+
+- registers the machine in the Redis registry (:class:`~dao.net.registry.Registry`, its IP
+  is the address it binds publishers on) and renews every key's TTL (heartbeat);
+- scans its stream folder every ``scan_interval`` seconds and keeps the registry true:
+  a new stream is registered, one re-created with another shape or dtype is registered again
+  (``changed``), a removed one is unregistered;
+- serves requests: a client writes ``dao:connections:<host>:<name>`` (a JSON object with its
+  ``client`` id) and publishes the stream name on :func:`request_channel` (``dao:requests:
+  <host>``). The server starts a :class:`~dao.net.mirror.StreamPublisher` for the stream on its
+  interface (a port of ``ports``, or any free one), records it in the stream's
+  ``connections`` (``address``, ``ip``, ``port``, ``clients``, ``started``) and deletes the
+  request. Request keys are also looked for at every scan, so a notification lost (Redis
+  restarted, say) only delays the answer by one scan;
+- stops a publisher once no client heartbeat key ``dao:heartbeats:<host>:<name>:<client>``
+  is left (clients keep theirs alive with a TTL; see :func:`dao.net.remote.mirror`), so a
+  client leaving never drops the others.
+
+A malformed request (not JSON, no client id, unknown stream) is logged and deleted, never
+raised. Redis being unreachable is logged and retried: the server goes on publishing, and
+registers everything again once Redis answers (its keys may have expired meanwhile).
+
+Bidirectional mirrors (writes flowing back to the source) are not implemented: a request
+asking for one is refused (logged); ``read_only`` servers will keep refusing them once they
+are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from dao.errors import DaoError
+from dao.net.mirror import BindError, StreamPublisher
+from dao.net.registry import PREFIX, Registry, RegistryError, _check_name, _error
+
+__all__ = ["StreamServer", "request_channel", "request_key", "heartbeat_key", "parse_ports"]
+
+log = logging.getLogger("dao.net.server")
+
+SUFFIX = ".im.shm"
+#: Seconds a new publisher is kept even if no client heartbeat key is seen yet.
+GRACE_S = 2.0
+
+
+def request_channel(host: str) -> str:
+    """The Redis channel a client publishes a stream name on to notify ``host``'s server."""
+    return f"{PREFIX}:requests:{host}"
+
+
+def request_key(host: str, name: str) -> str:
+    """The key of a pending request for ``host``'s stream ``name``."""
+    return f"{PREFIX}:connections:{host}:{name}"
+
+
+def heartbeat_key(host: str, name: str, client: str) -> str:
+    """The key a client keeps alive while it mirrors ``host``'s stream ``name``."""
+    return f"{PREFIX}:heartbeats:{host}:{name}:{client}"
+
+
+def parse_ports(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"A-B"``, ``"A"`` or ``(A, B)`` as an inclusive port range, checked.
+
+    Raises
+    ------
+    ValueError
+        Not a range of ports within 1..65535 with A <= B.
+    """
+    if spec is None:
+        return None
+    try:
+        if isinstance(spec, str):
+            a, _, b = spec.partition("-")
+            lo, hi = int(a), int(b or a)
+        else:
+            lo, hi = (int(x) for x in spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid port range {spec!r}: want A-B, e.g. 40000-40099") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"invalid port range {spec!r}: want 1 <= A <= B <= 65535")
+    return lo, hi
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class _Served:
+    """A publisher of one stream and what the server knows of it."""
+
+    def __init__(self, publisher: StreamPublisher, record: dict[str, Any]) -> None:
+        self.publisher = publisher
+        self.record = record
+        self.since = time.monotonic()
+
+
+class StreamServer:
+    """Publish this machine's streams in the registry and serve them to remote mirrors.
+
+    Parameters
+    ----------
+    redis_url : str
+        The shared registry, ``redis://[:PASSWORD@]HOST:PORT/DB``.
+    host : str, optional
+        This machine's name in the registry (default ``socket.gethostname()``).
+    bind : str
+        IPv4 address the publishers bind on; also the machine's ``ip`` in the registry.
+    ports : str or (int, int), optional
+        Inclusive port range for publishers (``"40000-40099"``); default any free port.
+    allow : sequence of str, optional
+        Glob patterns of the stream names to publish (default all). Mirrors of other
+        machines' streams (``name@host``, :func:`dao.net.remote.mirror`'s default name) are
+        never published again.
+    read_only : bool
+        Never let a client write to a stream (bidirectional mirrors, refused anyway for now).
+    ttl : float
+        Seconds every registry key lives unless renewed; renewed every ``ttl / 3``.
+    scan_interval : float
+        Seconds between scans of the stream folder (and of pending requests and clients).
+    stream_dir : str, optional
+        Folder of the streams (default ``$DAO_SHM_DIR``, ``/tmp``).
+
+    Raises
+    ------
+    RegistryError
+        Redis cannot be reached.
+    ValueError
+        A bad host name, address or port range.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        host: str | None = None,
+        bind: str = "127.0.0.1",
+        ports: str | tuple[int, int] | None = None,
+        allow: list[str] | tuple[str, ...] | None = None,
+        read_only: bool = False,
+        ttl: float = 10.0,
+        scan_interval: float = 1.0,
+        stream_dir: str | None = None,
+    ) -> None:
+        from dao.streams.stream import shm_dir
+
+        if not scan_interval > 0:
+            raise ValueError(f"scan_interval must be > 0 s, not {scan_interval!r}")
+        self.url = redis_url
+        self.bind = bind
+        self.ports = parse_ports(ports)
+        self.allow = list(allow) if allow else None
+        self.read_only = bool(read_only)
+        self.scan_interval = float(scan_interval)
+        self.stream_dir = os.path.abspath(stream_dir or shm_dir())
+        self.registry = Registry(redis_url, host=host, ttl=ttl)
+        self.host = self.registry.host
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
+        )
+        self._pubsub = None
+        self._known: dict[str, tuple] = {}  # name -> identity (dev, ino, size) of its file
+        self._bad_names: set[str] = set()
+        self._served: dict[str, _Served] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._registered = False
+        self._redis_ok = True
+
+    def __repr__(self) -> str:
+        return f"StreamServer(host={self.host!r}, bind={self.bind!r}, dir={self.stream_dir!r})"
+
+    # -- life ----------------------------------------------------------------------------------
+    def start(self) -> StreamServer:
+        """Run :meth:`run` in a daemon thread; return once the machine and its streams are
+        registered (or raise what registering raised)."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                self.run(ready=ready)
+            except BaseException as exc:  # noqa: BLE001 - handed to start()
+                failure.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=body, name=f"dao-server-{self.host}", daemon=True)
+        self._thread.start()
+        ready.wait(30.0)
+        if failure:
+            raise failure[0]
+        return self
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving: publishers stopped, the machine unregistered, Redis closed. Waits at
+        most about ``timeout`` seconds for the thread of :meth:`start`."""
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def __enter__(self) -> StreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def served(self) -> dict[str, dict[str, Any]]:
+        """The streams published now: ``{name: connection record}``."""
+        return {n: dict(s.record) for n, s in self._served.items()}
+
+    def run(self, ready: threading.Event | None = None) -> None:
+        """Serve until :meth:`request_stop` or :meth:`stop`; clean up on the way out.
+
+        Raises
+        ------
+        RegistryError
+            Redis could not be reached when starting (later outages are logged and retried).
+        """
+        try:
+            self.registry.register_machine(self.bind)
+            self._registered = True
+            self._subscribe()
+            self._scan()
+            log.info("server %s on %s: %d stream(s) in %s", self.host, self.bind,
+                     len(self._known), self.stream_dir)
+            if ready is not None:
+                ready.set()
+            next_scan = time.monotonic() + self.scan_interval
+            next_beat = time.monotonic() + self.registry.ttl / 3
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + self.registry.ttl / 3
+                    self._guard("send a heartbeat", self._heartbeat)
+                if now >= next_scan:
+                    next_scan = now + self.scan_interval
+                    self._guard("scan", self._scan)
+                    self._guard("read pending requests", self._pending)
+                    self._guard("check clients", self._clients)
+                self._guard("wait for requests", self._listen, 0.1)
+        finally:
+            self._cleanup()
+
+    def _guard(self, what: str, fn, *args) -> None:
+        """Call ``fn``; log Redis failures (once per outage) instead of raising."""
+        try:
+            fn(*args)
+        except (RegistryError, redis.RedisError, OSError) as exc:
+            if self._redis_ok:
+                log.warning("server %s: cannot %s: %s (retrying)", self.host, what, exc)
+            self._redis_ok = False
+            self._close_pubsub()
+            self._stop.wait(0.2)
+        else:
+            if not self._redis_ok and what in ("send a heartbeat", "scan"):
+                log.info("server %s: Redis answers again", self.host)
+                self._redis_ok = True
+
+    def _heartbeat(self) -> None:
+        if self.registry.heartbeat():
+            log.info("server %s: registered again (keys had expired or Redis restarted)",
+                     self.host)
+            for name, s in self._served.items():
+                self.registry.set_connections(name, [s.record])
+
+    def _cleanup(self) -> None:
+        for name in list(self._served):
+            self._drop(name, "server stopping", update=False)
+        self._close_pubsub()
+        if self._registered:
+            with contextlib.suppress(RegistryError, redis.RedisError, OSError):
+                self.registry.unregister_machine()
+            self._registered = False
+        with contextlib.suppress(Exception):
+            self.registry.close()
+        with contextlib.suppress(Exception):
+            self._redis.close()
+
+    # -- streams -------------------------------------------------------------------------------
+    def _allowed(self, name: str) -> bool:
+        if "@" in name:  # a mirror of another machine's stream: that machine serves it
+            return False
+        return self.allow is None or any(fnmatch.fnmatchcase(name, g) for g in self.allow)
+
+    def _local(self) -> dict[str, tuple[str, tuple]]:
+        """``{name: (path, identity)}`` of the streams in the folder that may be published."""
+        out = {}
+        try:
+            entries = list(os.scandir(self.stream_dir))
+        except OSError as exc:
+            log.warning("server %s: cannot list %s: %s", self.host, self.stream_dir, exc)
+            return out
+        for e in entries:
+            if not e.name.endswith(SUFFIX):
+                continue
+            name = e.name[: -len(SUFFIX)]
+            if not self._allowed(name):
+                continue
+            try:
+                _check_name(name, "stream name")
+                st = e.stat(follow_symlinks=False)
+            except ValueError:
+                if name not in self._bad_names:
+                    self._bad_names.add(name)
+                    log.warning("server %s: stream %r not published: its name cannot be a "
+                                "registry key", self.host, name)
+                continue
+            except OSError:
+                continue
+            out[name] = (e.path, (st.st_dev, st.st_ino, st.st_size))
+        return out
+
+    def _scan(self) -> None:
+        from dao.streams.labels import get_labels
+        from dao.streams.stream import shm
+
+        local = self._local()
+        for name in [n for n in self._known if n not in local]:
+            self._drop(name, "stream removed", update=False)
+            self.registry.unregister_stream(name)
+            del self._known[name]
+            log.info("server %s: stream %s removed", self.host, name)
+        for name, (path, ident) in local.items():
+            if self._known.get(name) == ident:
+                continue
+            try:
+                s = shm(path)
+            except (DaoError, OSError, ValueError):
+                continue  # being created or removed, or not a stream: next scan
+            try:
+                shape, dtype, depth = tuple(s.shape), s.dtype, s.depth
+                dims = get_labels(s).get("dims")
+            except (DaoError, OSError, ValueError):
+                continue
+            finally:
+                s.close()
+            event = self.registry.register_stream(name, shape, dtype, depth=depth, labels=dims)
+            self._known[name] = ident
+            if event:
+                log.info("server %s: stream %s %s %s %s", self.host, name, event, shape, dtype)
+            if event == "changed" and name in self._served:  # publisher reopens by itself
+                self.registry.set_connections(name, [self._served[name].record])
+
+    # -- requests ------------------------------------------------------------------------------
+    def _subscribe(self) -> None:
+        ps = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            ps.subscribe(request_channel(self.host))
+        except (redis.RedisError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                ps.close()
+            raise _error(self.url, "subscribe to requests", exc, 2.0) from exc
+        self._pubsub = ps
+
+    def _close_pubsub(self) -> None:
+        ps, self._pubsub = self._pubsub, None
+        if ps is not None:
+            with contextlib.suppress(Exception):
+                ps.close()
+
+    def _listen(self, timeout: float) -> None:
+        if self._pubsub is None:
+            self._subscribe()
+            self._pending()  # what was asked while we were not listening
+        msg = self._pubsub.get_message(timeout=timeout)
+        if msg is None or msg.get("type") != "message":
+            return
+        data = msg.get("data")
+        name = data.strip() if isinstance(data, str) else ""
+        try:
+            _check_name(name, "stream name")
+        except ValueError:
+            log.warning("server %s: ignored a malformed notification %r on %s", self.host,
+                        str(data)[:80], request_channel(self.host))
+            return
+        self._request(name)
+
+    def _pending(self) -> None:
+        prefix = request_key(self.host, "")
+        for key in self._redis.scan_iter(match=prefix + "*", count=1000):
+            self._request(key[len(prefix):])
+
+    def _request(self, name: str) -> None:
+        key = request_key(self.host, name)
+        raw = self._redis.get(key)
+        if raw is None:
+            return  # served already (notification and scan both saw it)
+        self._redis.delete(key)
+        try:
+            req = json.loads(raw)
+            client = req["client"]
+            _check_name(client, "client id")
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("server %s: ignored a malformed request for %r: %r (%s)", self.host,
+                        name, raw[:80], exc)
+            return
+        if req.get("bidirectional"):
+            log.warning("server %s: refused a bidirectional request for %r from %s: %s",
+                        self.host, name, client,
+                        "this server is read-only" if self.read_only else "not implemented")
+            return
+        if name not in self._known:
+            log.warning("server %s: request from %s for unknown stream %r (known: %s)",
+                        self.host, client, name, ", ".join(sorted(self._known)) or "none")
+            return
+        if name in self._served and self._served[name].publisher.running:
+            s = self._served[name]
+            if client not in s.record["clients"]:
+                s.record["clients"] = sorted({*s.record["clients"], client})
+                self.registry.set_connections(name, [s.record])
+            log.info("server %s: %s joins %s at %s", self.host, client, name,
+                     s.record["address"])
+            return
+        self._serve(name, client)
+
+    def _serve(self, name: str, client: str) -> None:
+        path = os.path.join(self.stream_dir, name + SUFFIX)
+        if self.ports is None:
+            candidates = ["*"]
+        else:
+            candidates = [str(p) for p in range(self.ports[0], self.ports[1] + 1)]
+        in_use = {s.record["port"] for s in self._served.values()}
+        pub = None
+        for port in candidates:
+            if port != "*" and int(port) in in_use:
+                continue
+            try:
+                pub = StreamPublisher(path, f"tcp://{self.bind}:{port}")
+                break
+            except BindError:
+                continue
+            except (DaoError, OSError, ValueError) as exc:
+                log.warning("server %s: cannot publish %s for %s: %s", self.host, name, client,
+                            exc)
+                return
+        if pub is None:
+            log.warning("server %s: cannot publish %s for %s: no free port in %s-%s on %s",
+                        self.host, name, client, *(self.ports or ("?", "?")), self.bind)
+            return
+        port = int(pub.address.rsplit(":", 1)[1])
+        record = {"address": pub.address, "ip": self.bind, "port": port, "clients": [client],
+                  "started": _now()}
+        self._served[name] = _Served(pub, record)
+        self.registry.set_connections(name, [record])
+        log.info("server %s: publishing %s at %s for %s", self.host, name, pub.address, client)
+
+    # -- clients -------------------------------------------------------------------------------
+    def _clients(self) -> None:
+        for name, s in list(self._served.items()):
+            prefix = heartbeat_key(self.host, name, "")
+            clients = sorted(
+                k[len(prefix):] for k in self._redis.scan_iter(match=prefix + "*", count=1000)
+            )
+            if not clients:
+                if time.monotonic() - s.since > GRACE_S:
+                    self._drop(name, "no client left")
+                continue
+            if clients != s.record["clients"]:
+                s.record["clients"] = clients
+                self.registry.set_connections(name, [s.record])
+
+    def _drop(self, name: str, why: str, update: bool = True) -> None:
+        s = self._served.pop(name, None)
+        if s is None:
+            return
+        s.publisher.stop()
+        log.info("server %s: stopped publishing %s at %s (%s)", self.host, name,
+                 s.record["address"], why)
+        if update and name in self._known:
+            with contextlib.suppress(KeyError):
+                self.registry.set_connections(name, [])
