@@ -814,10 +814,6 @@ class AOLoop:
             law = as_law(law, self.calibration, *args, **params)
             return self._to_kernel(law)
 
-    def _slopes_frame(self) -> int:
-        s = self.streams["slopes"]
-        return int(s.get_frame_id()) if s.get_counter() else 0
-
     def _to_kernel(self, law: Any) -> int:
         from dao.loop.hosting import LocalController
 
@@ -990,8 +986,7 @@ class AOLoop:
                 rows.append(self._exposure_after_rewind(settle, frames))
                 series.append(rows[-1].pop("series"))
         finally:
-            if self.running and (self.law is not None or self.controller["law"] not in
-                                 ("", str(self.config["controller"]["law"]))):
+            if self.running:  # the stock law afterwards, whatever ran last
                 with contextlib.suppress(Exception):
                     self.swap(None)
         n = min(len(f) for f, _ in series)
