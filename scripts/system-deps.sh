@@ -19,6 +19,10 @@ if [ "${1:-build}" = test ]; then
     # the network tests start their own Redis on a loopback port (dao.testing.redis_server);
     # Debian's package starts no daemon
     need "command -v redis-server" redis-server
+    # TLS registries: the tests make a throw-away CA and certificates with openssl
+    need "command -v openssl" openssl
+    # as root, each test machine runs in a network namespace of its own (ip netns, veth)
+    need "command -v ip" iproute2
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${want[*]}"

@@ -37,7 +37,6 @@ import json
 import re
 import socket
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +47,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dao.errors import DaoError
+from dao.net.connect import error_hint, redis_client
+from dao.net.connect import redact as _redact
 
 __all__ = ["Registry", "Changes", "RegistryError", "PREFIX", "CHANNEL", "DEFAULT_URL"]
 
@@ -79,42 +80,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _error(url: str, what: str, exc: Exception, timeout: float) -> RegistryError:
     """The :class:`RegistryError` for a Redis failure ``exc`` while doing ``what``."""
     where = _redact(url)
-    text = str(exc)
-    if isinstance(exc, redis.AuthenticationError) or any(
-        k in text for k in ("NOAUTH", "WRONGPASS", "invalid password", "invalid username")
-    ):
-        return RegistryError(
-            f"Redis at {where} refused the password while trying to {what} ({text}): give the "
-            "right one in the URL, redis://:PASSWORD@HOST:PORT/DB"
-        )
+    text = str(exc) or type(exc).__name__
+    hint = error_hint(exc)
     if isinstance(exc, redis.TimeoutError):
-        return RegistryError(
-            f"Redis at {where} did not answer within {timeout:g} s while trying to {what}: "
-            "check that redis-server runs there and is reachable, or pass --redis URL"
-        )
-    if isinstance(exc, redis.ConnectionError | OSError):
-        return RegistryError(
-            f"cannot reach Redis at {where} to {what} ({text or type(exc).__name__}): start "
-            "redis-server there or pass --redis URL"
-        )
+        return RegistryError(f"Redis at {where} did not answer within {timeout:g} s while "
+                             f"trying to {what}: {hint}")
+    if isinstance(exc, redis.ConnectionError | OSError) and not isinstance(
+        exc, redis.AuthenticationError
+    ):
+        return RegistryError(f"cannot reach Redis at {where} to {what} ({text}): {hint}")
+    if hint:
+        return RegistryError(f"Redis at {where} refused to {what} ({text}): {hint}")
     return RegistryError(f"Redis at {where} failed to {what}: {type(exc).__name__}: {text}")
 
 
@@ -133,7 +112,8 @@ class Registry:
     Parameters
     ----------
     url : str
-        ``redis://[:PASSWORD@]HOST:PORT/DB``.
+        ``redis://[:PASSWORD@]HOST:PORT/DB``, or any form of :mod:`dao.net.connect` (TLS,
+        Unix socket, Sentinel).
     host : str, optional
         This machine's name in the keys (default: ``socket.gethostname()``). No ``:`` or
         ``*``.
@@ -171,19 +151,11 @@ class Registry:
         self._machine: dict[str, str] | None = None
         self._streams: dict[str, dict[str, str]] = {}
         self._subscriptions: list[Changes] = []
-        try:
-            self._redis = redis.Redis.from_url(
-                url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                decode_responses=True,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                retry_on_timeout=False,
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"invalid Redis URL {_redact(url)!r}: {exc} (want redis://HOST:PORT/DB)"
-            ) from None
+        self._redis = redis_client(
+            url, timeout=self.timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            retry_on_timeout=False,
+        )
         self._call("ping it", self._redis.ping)
 
     # -- plumbing --------------------------------------------------------------------------
