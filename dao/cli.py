@@ -64,6 +64,37 @@ def _owner(path: str) -> str:
         return "-"
 
 
+def _mirror_row(shown: str, s, now: float) -> tuple[str, ...] | None:
+    """A row of the MIRROR table of ``dao ls`` for a stream kept by a remote mirror
+    (:class:`dao.net.mirror.Mirror` writes these keywords about ten times a second), else
+    None."""
+    try:
+        kw = s.keywords
+        rx_ns = kw.get("mirror_rx_ns")
+        if rx_ns is None:
+            return None
+        down_s = float(kw.get("mirror_down_s", 1.0))
+        lost, src = kw.get("mirror_lost", 0), kw.get("src_cnt0", 0)
+    except (ValueError, TypeError):
+        return None
+    silent = now - rx_ns / 1e9 if rx_ns else None
+    if silent is None:
+        link = "down (nothing received yet)"
+    elif silent <= down_s + 0.3:  # the keywords are refreshed every 0.1 s
+        link = "up"
+    else:
+        link = "down"
+    newest = now - s.get_timestamp() if s.get_counter() else -1
+    return (shown, link, "-" if silent is None else _fmt_age(silent), _fmt_age(newest),
+            str(lost), str(src))
+
+
+def _print_table(header: tuple[str, ...], table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+    for r in [header, *table]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     import dao
     from dao.streams.stream import dead_streams, shm_dir
@@ -88,7 +119,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     dt = time.monotonic() - t0
     now = time.time()
     header = ("NAME", "SHAPE", "DTYPE", "DEPTH", "COUNTER", "AGE", "RATE", "SPAN", "OWNER")
-    table = []
+    table, mirrors = [], []
     for p, s in streams.items():
         cnt = s.get_counter()
         rate = (cnt - before[p]) / dt if args.interval > 0 else None
@@ -96,14 +127,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
         shown = s.name if os.path.dirname(p) == folder else p  # elsewhere: the full path
         table.append((shown, "x".join(map(str, s.shape)), str(s.dtype), str(s.depth), str(cnt),
                       _fmt_age(age), _fmt_rate(rate), _fmt_span(s), _owner(p)))
+        row = _mirror_row(shown, s, now)
+        if row is not None:
+            mirrors.append(row)
         s.close()
     if not table and not rows:
         print(f"no streams of dead processes (in {folder} or known elsewhere)" if args.dead
               else f"no streams in {folder}")
     else:
-        widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-        for r in [header, *table]:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        _print_table(header, table)
+        if mirrors:  # freshness of the mirrors of other machines' streams
+            print()
+            _print_table(("MIRROR", "LINK", "SILENT", "NEWEST", "LOST", "SOURCE CNT0"), mirrors)
         for p, msg in rows:
             print(f"{p}: {msg}")
     if not args.dead:
@@ -294,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(remove those with dao rm --dead), or '-' (closed, or made by the DAO C "
                        "library). A last line counts the streams of dead processes outside the "
                        "folder (made with another DAO_SHM_DIR, say): dao ls --dead "
-                       "lists them.")
+                       "lists them. Mirrors of other machines' streams (dao remote mirror) "
+                       "get a second table: LINK up or down, SILENT (since the last message "
+                       "from the source), NEWEST (age of the newest frame), LOST frames, and "
+                       "the source's frame counter.")
     q.add_argument("--dir", help="folder to list (default $DAO_SHM_DIR or /tmp)")
     q.add_argument("--dead", action="store_true",
                    help="list only the streams whose last dao writer is gone and that no live "

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +36,11 @@ __all__ = [
     "reader",
     "run_pair",
     "PairResult",
+    "moving_spot",
+    "spot_position",
+    "camera_source",
+    "SimulatedMachine",
+    "simulated_machine",
 ]
 
 
@@ -114,9 +119,13 @@ class RedisServer:
         The password clients must give (``requirepass``), if any.
     url : str
         ``redis://[:PASSWORD@]127.0.0.1:PORT/0``, for :class:`dao.net.registry.Registry`.
+    also_bind : tuple of str
+        Addresses it listens on besides 127.0.0.1 (e.g. the host side of a test network
+        namespace's veth); :meth:`url_at` gives the URL through one of them.
     """
 
-    def __init__(self, password: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, password: str | None = None, timeout: float = 10.0,
+                 also_bind: Sequence[str] = ()) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise FileNotFoundError(
@@ -126,14 +135,19 @@ class RedisServer:
         self._exe = exe
         self.password = password
         self.timeout = timeout
+        self.also_bind = tuple(also_bind)
         self.port = 0
         self._proc: subprocess.Popen | None = None
         self._dir = tempfile.mkdtemp(prefix="daoredis", dir="/tmp")
 
     @property
     def url(self) -> str:
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        """The server's URL through ``address`` (127.0.0.1 or one of :attr:`also_bind`)."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{address}:{self.port}/0"
 
     def __str__(self) -> str:
         return self.url
@@ -167,11 +181,14 @@ class RedisServer:
             return
 
     def _spawn(self, port: int) -> None:
-        args = [self._exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        args = [self._exe, "--port", str(port), "--bind", "127.0.0.1", *self.also_bind,
+                "--save", "",
                 "--appendonly", "no", "--dir", self._dir, "--daemonize", "no",
                 "--logfile", "", "--loglevel", "warning"]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        elif self.also_bind:  # clients on those addresses are the tests' own namespaces
+            args += ["--protected-mode", "no"]
         log = open(os.path.join(self._dir, f"redis-{port}.log"), "wb")
         try:
             self._proc = subprocess.Popen(
@@ -228,7 +245,8 @@ def _answers_ping(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def redis_server(password: str | None = None, timeout: float = 10.0) -> Iterator[RedisServer]:
+def redis_server(password: str | None = None, timeout: float = 10.0,
+                 also_bind: Sequence[str] = ()) -> Iterator[RedisServer]:
     """Run a private ``redis-server`` for the duration of a ``with`` block.
 
     Debian's ``redis-server`` package starts no daemon, and tests must not touch a shared one:
@@ -241,6 +259,8 @@ def redis_server(password: str | None = None, timeout: float = 10.0) -> Iterator
         Require this password (``requirepass``); it is part of the yielded URL.
     timeout : float
         Seconds to wait for the server to answer.
+    also_bind : sequence of str
+        Addresses to listen on besides 127.0.0.1.
 
     Yields
     ------
@@ -261,7 +281,7 @@ def redis_server(password: str | None = None, timeout: float = 10.0) -> Iterator
     >>> with redis_server() as server:  # doctest: +SKIP
     ...     reg = dao.net.registry.Registry(server.url)
     """
-    server = RedisServer(password=password, timeout=timeout)
+    server = RedisServer(password=password, timeout=timeout, also_bind=also_bind)
     try:
         server.start()
         yield server
@@ -488,3 +508,279 @@ def run_pair(
         written=n,
         write_s=got["writer"],
     )
+
+
+# -- a simulated remote machine (notebook 06, tests of dao.net) ------------------------------
+
+
+def moving_spot(k: int, shape: tuple[int, int] = (64, 64), period: int = 200,
+                sigma: float = 3.0) -> np.ndarray:
+    """Frame ``k`` of a simulated camera: a Gaussian spot circling the centre, on a noisy
+    background.
+
+    The same ``k`` gives the same frame, bit for bit, in every process (the noise is seeded by
+    ``k``), so a reader can check a frame it received against the one written.
+
+    Parameters
+    ----------
+    k : int
+        Frame number (>= 0).
+    shape : (int, int)
+        Frame shape (rows, columns).
+    period : int
+        Frames per turn of the spot.
+    sigma : float
+        Width of the spot, in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``shape``: a background of about 100 (noise 5) and a spot of peak 1000.
+    """
+    ny, nx = shape
+    cx, cy = spot_position(k, shape, period)
+    y, x = np.mgrid[:ny, :nx]
+    spot = 1000.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2.0 * sigma**2))
+    noise = np.random.default_rng(k).normal(100.0, 5.0, shape)
+    return (spot + noise).astype(np.float32)
+
+
+def spot_position(k: int, shape: tuple[int, int] = (64, 64),
+                  period: int = 200) -> tuple[float, float]:
+    """Centre ``(x, y)`` in pixels of the spot of :func:`moving_spot` in frame ``k``."""
+    ny, nx = shape
+    angle = 2.0 * np.pi * (k % period) / period
+    return ((nx - 1) / 2 + 0.3 * nx * np.cos(angle), (ny - 1) / 2 + 0.3 * ny * np.sin(angle))
+
+
+def camera_source(folder: str, rate: float = 100.0, names: tuple[str, str] = ("camera",
+                  "tip_tilt"), frames: int | None = None) -> None:
+    """Write a simulated camera into streams of ``folder`` until killed (or ``frames``
+    frames): frame ``k`` (from 0) of stream ``names[0]`` is :func:`moving_spot` (k) and that
+    of ``names[1]`` the spot's position relative to the centre (float32, x then y), both with
+    frame id ``cnt2 = k``, ``rate`` times a second.
+
+    The streams are created (replaced if they exist) before the first frame.
+    """
+    import dao
+
+    cam = dao.shm(os.path.join(folder, names[0] + ".im.shm"), moving_spot(0), depth=64,
+                  replace=True)
+    tt = dao.shm(os.path.join(folder, names[1] + ".im.shm"), np.zeros(2, np.float32),
+                 depth=64, replace=True)
+    cam.set_labels(("y", "x"), attrs={"units": "ADU"})
+    tt.set_labels(("axis",), coords={"axis": ["x", "y"]}, attrs={"units": "pixel"})
+    centre = np.array([(cam.shape[1] - 1) / 2, (cam.shape[0] - 1) / 2])
+    t = time.perf_counter()
+    k = 0
+    while frames is None or k < frames:
+        frame = moving_spot(k, cam.shape)
+        sleep_until(t)
+        cam.set_data(frame, cnt2=k)
+        tt.set_data((np.array(spot_position(k, cam.shape)) - centre).astype(np.float32), cnt2=k)
+        k += 1
+        t += 1.0 / rate
+    cam.close()
+    tt.close()
+
+
+#: Run first in the children of :class:`SimulatedMachine`: stop (SIGTERM) when the process
+#: that started them dies (Linux ``PR_SET_PDEATHSIG``), so none outlives a crashed kernel.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(os.environ["DAO_PARENT_PID"]):
+        sys.exit(0)
+"""
+
+
+class SimulatedMachine:
+    """Another machine, simulated on this one: its ``dao server`` and a camera writing its
+    streams, each a separate OS process (see :func:`simulated_machine`).
+
+    The server binds a loopback address of its own (``bind``, e.g. 127.0.0.2: Linux answers on
+    all of 127.0.0.0/8) and serves a stream folder of its own, as ``dao server --redis URL
+    --host HOST --bind IP --dir FOLDER`` would on a real real-time computer. The camera
+    (:func:`camera_source`) writes two streams into that folder.
+
+    Parameters
+    ----------
+    redis_url : str
+        The registry the server registers in.
+    host : str
+        The machine's name in the registry.
+    bind : str
+        The machine's IP address (a loopback one).
+    rate : float
+        Frames per second of the camera.
+    names : (str, str)
+        The camera's streams: image and spot position. Stream names are machine-wide (their
+        semaphores are): no other stream on this computer may have them.
+    timeout : float
+        Seconds to wait for the machine and its streams to be registered.
+
+    Attributes
+    ----------
+    folder : str
+        The machine's stream folder (a fresh one under /tmp); removed by :meth:`close`.
+    server, source : subprocess.Popen or None
+        The two processes, once started.
+    command : list of str
+        The ``dao server`` command line the server runs.
+    """
+
+    def __init__(self, redis_url: str, host: str = "rtc1", bind: str = "127.0.0.2",
+                 rate: float = 100.0, names: tuple[str, str] = ("camera", "tip_tilt"),
+                 timeout: float = 20.0) -> None:
+        self.redis_url = redis_url
+        self.host = host
+        self.bind = bind
+        self.rate = float(rate)
+        self.names = tuple(names)
+        self.timeout = timeout
+        self.folder = tempfile.mkdtemp(prefix="daom", dir="/tmp")
+        self.server: subprocess.Popen | None = None
+        self.source: subprocess.Popen | None = None
+        self.command = ["dao", "server", "--redis", redis_url, "--host", host, "--bind", bind,
+                        "--dir", self.folder, "--scan", "0.5"]
+
+    def __repr__(self) -> str:
+        state = "running" if self.running() else "stopped"
+        return f"<SimulatedMachine {self.host} on {self.bind} ({state}), streams in {self.folder}>"
+
+    def __enter__(self) -> SimulatedMachine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def running(self) -> bool:
+        """Whether both processes are alive."""
+        return all(p is not None and p.poll() is None for p in (self.server, self.source))
+
+    def _spawn(self, code: str, args: list[str], log: str) -> subprocess.Popen:
+        import sys
+
+        with open(os.path.join(self.folder, log), "wb") as f:
+            return subprocess.Popen(
+                [sys.executable, "-c", _DIE_WITH_PARENT + code, *args], stdin=subprocess.DEVNULL,
+                stdout=f, stderr=subprocess.STDOUT,
+                env=child_environment(DAO_SHM_DIR=self.folder, DAO_PARENT_PID=str(os.getpid())),
+            )
+
+    def log(self, which: str = "server") -> str:
+        """The output of the ``"server"`` or the ``"source"`` process so far."""
+        try:
+            with open(os.path.join(self.folder, f"{which}.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self) -> SimulatedMachine:
+        """Start the camera, then the server; return once the machine and both streams are
+        in the registry.
+
+        Raises
+        ------
+        RuntimeError
+            A process exited, or the streams were not registered within ``timeout`` seconds
+            (the processes' output is in the message); both processes are stopped then.
+        """
+        from dao.net import remote
+
+        if self.running():
+            return self
+        try:
+            self.source = self._spawn(
+                "import sys\nfrom dao.testing import camera_source\n"
+                "camera_source(sys.argv[1], float(sys.argv[2]), tuple(sys.argv[3:5]))",
+                [self.folder, repr(self.rate), *self.names], "source.log")
+            paths = [os.path.join(self.folder, n + ".im.shm") for n in self.names]
+            self._wait(lambda: all(map(os.path.exists, paths)), "the camera's streams")
+            self.server = self._spawn(
+                "import sys\nfrom dao.net.cli import main\nsys.exit(main(sys.argv[1:]))",
+                self.command[1:], "server.log")
+
+            def registered() -> bool:
+                try:
+                    return set(self.names) <= set(remote.streams(self.redis_url, self.host))
+                except OSError:
+                    return False
+            self._wait(registered, f"machine {self.host!r} and its streams in the registry")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait(self, condition, what: str) -> None:
+        end = time.monotonic() + self.timeout
+        while not condition():
+            dead = [n for n, p in (("server", self.server), ("source", self.source))
+                    if p is not None and p.poll() is not None]
+            if dead or time.monotonic() > end:
+                why = f"the {dead[0]} process exited" if dead else f"not within {self.timeout:g} s"
+                raise RuntimeError(f"simulated machine {self.host!r}: no {what} ({why}); "
+                                   f"server: {self.log('server')[-1500:].strip() or '-'}; "
+                                   f"camera: {self.log('source')[-1500:].strip() or '-'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (it leaves the registry) and the camera: SIGTERM, then SIGKILL
+        after 10 s. The streams stay in :attr:`folder`."""
+        procs = [p for p in (self.server, self.source) if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def close(self) -> None:
+        """Stop both processes, delete the streams (and their semaphores) and the folder."""
+        from dao.streams.stream import list_streams, remove
+
+        self.stop()
+        for path in list_streams(self.folder):
+            with contextlib.suppress(OSError):
+                remove(path)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def simulated_machine(redis_url: str, host: str = "rtc1", bind: str = "127.0.0.2",
+                      rate: float = 100.0, names: tuple[str, str] = ("camera", "tip_tilt"),
+                      timeout: float = 20.0) -> Iterator[SimulatedMachine]:
+    """Run a simulated remote machine for the duration of a ``with`` block: a ``dao server``
+    process on its own loopback address and stream folder, and a camera process writing two
+    streams there (see :class:`SimulatedMachine`); always stopped and cleaned up.
+
+    The processes also stop (SIGTERM) when the thread that started them ends, or this process
+    dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Yields
+    ------
+    SimulatedMachine
+        Started: the machine and its streams are in the registry.
+
+    Raises
+    ------
+    RuntimeError
+        It did not start (the processes' output is in the message).
+
+    Examples
+    --------
+    >>> with redis_server() as reg, simulated_machine(reg.url) as rtc1:  # doctest: +SKIP
+    ...     with dao.net.remote.mirror(reg.url, "rtc1", "camera") as m:
+    ...         ...
+    """
+    machine = SimulatedMachine(redis_url, host=host, bind=bind, rate=rate, names=names,
+                               timeout=timeout)
+    try:
+        machine.start()
+        yield machine
+    finally:
+        machine.close()

@@ -130,8 +130,10 @@ def cmd_remote_ls(args: argparse.Namespace) -> int:
             clients = sum(len(c.get("clients", ())) for c in info["connections"]
                           if isinstance(c, dict))
             served = f"  served to {clients} client(s)" if clients else ""
-            print(f"  {name:24s} {shape:>12s} {info['dtype']:8s} depth {info['depth']}"
-                  f"{served}")
+            rate = info.get("rate")
+            rate = "-" if rate is None else f"{rate:.1f} Hz"
+            print(f"  {name:24s} {shape:>12s} {info['dtype']:8s} depth {info['depth']:<5} "
+                  f"{rate:>10s}{served}")
     return 0
 
 

@@ -393,6 +393,16 @@ class Registry:
         pipe.publish(CHANNEL, self._event("stream", "removed", name=name))
         self._call(f"unregister stream {name!r}", pipe.execute)
 
+    def set_rate(self, name: str, rate: float | None) -> None:
+        """Set the measured frame rate (frames per second) of a registered stream; no event
+        is published (rates change all the time)."""
+        if name not in self._streams:
+            raise KeyError(f"stream {name!r} is not registered by this registry")
+        value = json.dumps(None if rate is None else float(rate))
+        self._streams[name]["rate"] = value
+        self._call(f"set the rate of stream {name!r}", self._redis.set,
+                   self._key("shm", name, "rate"), value, px=self._px)
+
     def set_connections(self, name: str, connections: Sequence[dict]) -> None:
         """Replace the JSON list of active connection records of a registered stream."""
         if name not in self._streams:

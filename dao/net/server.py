@@ -19,13 +19,18 @@ A :class:`StreamServer` runs on each machine whose streams others may mirror. It
   is left (clients keep theirs alive with a TTL; see :func:`dao.net.remote.mirror`), so a
   client leaving never drops the others.
 
-A malformed request (not JSON, no client id, unknown stream) is logged and deleted, never
-raised. Redis being unreachable is logged and retried: the server goes on publishing, and
-registers everything again once Redis answers (its keys may have expired meanwhile).
+- serves bidirectional requests (``"bidirectional": true``) with a
+  :class:`~dao.net.uplink.StreamWriter` beside the publisher (its address in the record's
+  ``uplink``), which writes into the stream the frames of the client holding the stream's
+  write lease (:mod:`dao.net.lease`); a ``read_only`` server refuses them.
 
-Bidirectional mirrors (writes flowing back to the source) are not implemented: a request
-asking for one is refused (logged); ``read_only`` servers will keep refusing them once they
-are.
+A request that cannot be served (unknown stream, read-only server, no free port) is answered
+with a reply key :func:`reply_key` holding ``{"error": ...}``, so the client fails at once
+with the reason. A malformed request (not JSON, no client id) is logged and deleted, never
+raised. Redis being unreachable is logged and retried: the server goes on publishing (and
+writing for the lease holder it knew), and registers everything again as soon as Redis
+answers (its keys may have expired, or Redis restarted empty), giving clients
+:data:`RECOVER_S` seconds to renew their heartbeat keys before any publisher is stopped.
 """
 
 from __future__ import annotations
@@ -43,16 +48,26 @@ from typing import Any
 import redis
 
 from dao.errors import DaoError
+from dao.net import lease
+from dao.net.connect import redis_client
 from dao.net.mirror import BindError, StreamPublisher
 from dao.net.registry import PREFIX, Registry, RegistryError, _check_name, _error
+from dao.net.uplink import StreamWriter
 
-__all__ = ["StreamServer", "request_channel", "request_key", "heartbeat_key", "parse_ports"]
+__all__ = ["StreamServer", "request_channel", "request_key", "heartbeat_key", "reply_key",
+           "parse_ports"]
 
 log = logging.getLogger("dao.net.server")
 
 SUFFIX = ".im.shm"
 #: Seconds a new publisher is kept even if no client heartbeat key is seen yet.
 GRACE_S = 2.0
+#: Seconds given to clients to renew their heartbeat keys after a Redis outage.
+RECOVER_S = 5.0
+#: Seconds a lease holder read from Redis is trusted before it is read again.
+LEASE_CACHE_S = 0.1
+#: Seconds a lease holder read from Redis is still trusted while Redis cannot be reached.
+LEASE_OUTAGE_S = 6.0
 
 
 def request_channel(host: str) -> str:
@@ -68,6 +83,12 @@ def request_key(host: str, name: str) -> str:
 def heartbeat_key(host: str, name: str, client: str) -> str:
     """The key a client keeps alive while it mirrors ``host``'s stream ``name``."""
     return f"{PREFIX}:heartbeats:{host}:{name}:{client}"
+
+
+def reply_key(host: str, name: str, client: str) -> str:
+    """The key where ``host``'s server answers ``client`` when its request for ``name``
+    cannot be served (``{"error": reason}``, expires after 30 s)."""
+    return f"{PREFIX}:replies:{host}:{name}:{client}"
 
 
 def parse_ports(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -98,12 +119,14 @@ def _now() -> str:
 
 
 class _Served:
-    """A publisher of one stream and what the server knows of it."""
+    """A publisher of one stream (and its writer, once a client is bidirectional) and what the
+    server knows of it."""
 
     def __init__(self, publisher: StreamPublisher, record: dict[str, Any]) -> None:
         self.publisher = publisher
+        self.writer: StreamWriter | None = None
         self.record = record
-        self.since = time.monotonic()
+        self.since = time.monotonic()  # no client key needed before since + GRACE_S
 
 
 class StreamServer:
@@ -124,7 +147,7 @@ class StreamServer:
         machines' streams (``name@host``, :func:`dao.net.remote.mirror`'s default name) are
         never published again.
     read_only : bool
-        Never let a client write to a stream (bidirectional mirrors, refused anyway for now).
+        Never let a client write to a stream: bidirectional requests are refused.
     ttl : float
         Seconds every registry key lives unless renewed; renewed every ``ttl / 3``.
     scan_interval : float
@@ -165,9 +188,7 @@ class StreamServer:
         self.stream_dir = os.path.abspath(stream_dir or shm_dir())
         self.registry = Registry(redis_url, host=host, ttl=ttl)
         self.host = self.registry.host
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
-        )
+        self._redis = redis_client(redis_url, timeout=2.0)
         self._pubsub = None
         self._known: dict[str, tuple] = {}  # name -> identity (dev, ino, size) of its file
         self._bad_names: set[str] = set()
@@ -176,6 +197,9 @@ class StreamServer:
         self._thread: threading.Thread | None = None
         self._registered = False
         self._redis_ok = True
+        self._leases: dict[str, tuple[str | None, float]] = {}  # name -> (holder, read at)
+        # name -> [open stream, counter, monotonic time of the counter, rate in the registry]
+        self._counters: dict[str, list] = {}
 
     def __repr__(self) -> str:
         return f"StreamServer(host={self.host!r}, bind={self.bind!r}, dir={self.stream_dir!r})"
@@ -268,20 +292,31 @@ class StreamServer:
             self._close_pubsub()
             self._stop.wait(0.2)
         else:
-            if not self._redis_ok and what in ("send a heartbeat", "scan"):
+            if not self._redis_ok:
                 log.info("server %s: Redis answers again", self.host)
                 self._redis_ok = True
+                self._recovered()
+                self._guard("send a heartbeat", self._heartbeat)
+
+    def _recovered(self) -> None:
+        """After an outage: give clients time to renew their heartbeat keys."""
+        later = time.monotonic() + RECOVER_S - GRACE_S
+        for s in self._served.values():
+            s.since = later
 
     def _heartbeat(self) -> None:
         if self.registry.heartbeat():
             log.info("server %s: registered again (keys had expired or Redis restarted)",
                      self.host)
+            self._recovered()
             for name, s in self._served.items():
                 self.registry.set_connections(name, [s.record])
 
     def _cleanup(self) -> None:
         for name in list(self._served):
             self._drop(name, "server stopping", update=False)
+        for name in list(self._counters):
+            self._close_counter(name)
         self._close_pubsub()
         if self._registered:
             with contextlib.suppress(RegistryError, redis.RedisError, OSError):
@@ -335,6 +370,7 @@ class StreamServer:
             self._drop(name, "stream removed", update=False)
             self.registry.unregister_stream(name)
             del self._known[name]
+            self._close_counter(name)
             log.info("server %s: stream %s removed", self.host, name)
         for name, (path, ident) in local.items():
             if self._known.get(name) == ident:
@@ -347,15 +383,42 @@ class StreamServer:
                 shape, dtype, depth = tuple(s.shape), s.dtype, s.depth
                 dims = get_labels(s).get("dims")
             except (DaoError, OSError, ValueError):
-                continue
-            finally:
                 s.close()
+                continue
+            self._close_counter(name)
+            self._counters[name] = [s, s.counter, time.monotonic(), None]
             event = self.registry.register_stream(name, shape, dtype, depth=depth, labels=dims)
             self._known[name] = ident
             if event:
                 log.info("server %s: stream %s %s %s %s", self.host, name, event, shape, dtype)
             if event == "changed" and name in self._served:  # publisher reopens by itself
                 self.registry.set_connections(name, [self._served[name].record])
+        self._rates()
+
+    def _rates(self) -> None:
+        """Measure each stream's frame rate since the last scan; registry updated when it
+        changed by more than 5 % (or started or stopped)."""
+        now = time.monotonic()
+        for name, entry in self._counters.items():
+            s, before, t, shown = entry
+            dt = now - t
+            if dt < 0.5:
+                continue
+            try:
+                count = s.counter
+            except (DaoError, OSError, ValueError):
+                continue
+            rate = max(0, count - before) / dt
+            entry[1:3] = count, now
+            if shown is None or abs(rate - shown) > 0.05 * max(rate, shown):
+                self.registry.set_rate(name, round(rate, 3))
+                entry[3] = rate
+
+    def _close_counter(self, name: str) -> None:
+        entry = self._counters.pop(name, None)
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                entry[0].close()
 
     # -- requests ------------------------------------------------------------------------------
     def _subscribe(self) -> None:
@@ -396,6 +459,13 @@ class StreamServer:
         for key in self._redis.scan_iter(match=prefix + "*", count=1000):
             self._request(key[len(prefix):])
 
+    def _reply(self, name: str, client: str, error: str) -> None:
+        """Tell ``client`` why its request for ``name`` is not served (and log it)."""
+        log.warning("server %s: request from %s for %r refused: %s", self.host, client, name,
+                    error)
+        self._redis.set(reply_key(self.host, name, client), json.dumps({"error": error}),
+                        px=30_000)
+
     def _request(self, name: str) -> None:
         key = request_key(self.host, name)
         raw = self._redis.get(key)
@@ -410,55 +480,91 @@ class StreamServer:
             log.warning("server %s: ignored a malformed request for %r: %r (%s)", self.host,
                         name, raw[:80], exc)
             return
-        if req.get("bidirectional"):
-            log.warning("server %s: refused a bidirectional request for %r from %s: %s",
-                        self.host, name, client,
-                        "this server is read-only" if self.read_only else "not implemented")
+        both = bool(req.get("bidirectional"))
+        if both and self.read_only:
+            self._reply(name, client, f"the server of {self.host!r} is read-only: its streams "
+                        "cannot be written from other machines (mirror without "
+                        "bidirectional, or run that server without --read-only)")
             return
         if name not in self._known:
-            log.warning("server %s: request from %s for unknown stream %r (known: %s)",
-                        self.host, client, name, ", ".join(sorted(self._known)) or "none")
+            self._reply(name, client, f"{self.host!r} publishes no stream {name!r} (it has: "
+                        f"{', '.join(sorted(self._known)) or 'none'})")
             return
-        if name in self._served and self._served[name].publisher.running:
-            s = self._served[name]
-            if client not in s.record["clients"]:
-                s.record["clients"] = sorted({*s.record["clients"], client})
-                self.registry.set_connections(name, [s.record])
+        s = self._served.get(name)
+        if s is None or not s.publisher.running:
+            if s is not None:
+                self._drop(name, "publisher died", update=False)
+            s = self._serve(name, client)
+            if s is None:
+                return
+        elif client not in s.record["clients"]:
+            s.record["clients"] = sorted({*s.record["clients"], client})
             log.info("server %s: %s joins %s at %s", self.host, client, name,
                      s.record["address"])
-            return
-        self._serve(name, client)
+        if both and s.writer is None:
+            s.writer = self._bind(name, client, "writer", lambda address: StreamWriter(
+                os.path.join(self.stream_dir, name + SUFFIX), address,
+                check=lambda identity: self._holds_lease(name, identity)))
+            if s.writer is not None:
+                s.record["uplink"] = s.writer.address
+                log.info("server %s: writing %s from %s for the lease holder", self.host, name,
+                         s.writer.address)
+        self.registry.set_connections(name, [s.record])
 
-    def _serve(self, name: str, client: str) -> None:
-        path = os.path.join(self.stream_dir, name + SUFFIX)
+    def _holds_lease(self, name: str, identity: bytes) -> bool:
+        """Whether ``identity`` holds the write lease of ``name`` (from the writer's thread;
+        Redis read at most every :data:`LEASE_CACHE_S` s, its last answer trusted for
+        :data:`LEASE_OUTAGE_S` s while it cannot be reached)."""
+        now = time.monotonic()
+        held, at = self._leases.get(name, (None, -1e9))
+        if now - at > LEASE_CACHE_S:
+            try:
+                held, at = lease.holder(self._redis, self.host, name), now
+                self._leases[name] = (held, at)
+            except (redis.RedisError, OSError):
+                if now - at > LEASE_OUTAGE_S:
+                    return False
+        return held is not None and held.encode() == identity
+
+    def _bind(self, name: str, client: str, what: str, make):
+        """``make(address)`` on the first free port of the range (or any port); None, the
+        client told why, if none is free."""
         if self.ports is None:
             candidates = ["*"]
         else:
             candidates = [str(p) for p in range(self.ports[0], self.ports[1] + 1)]
-        in_use = {s.record["port"] for s in self._served.values()}
-        pub = None
+        in_use = set()
+        for s in self._served.values():
+            in_use.add(s.record["port"])
+            if s.writer is not None:
+                in_use.add(int(s.writer.address.rsplit(":", 1)[1]))
         for port in candidates:
             if port != "*" and int(port) in in_use:
                 continue
             try:
-                pub = StreamPublisher(path, f"tcp://{self.bind}:{port}")
-                break
+                return make(f"tcp://{self.bind}:{port}")
             except BindError:
                 continue
             except (DaoError, OSError, ValueError) as exc:
-                log.warning("server %s: cannot publish %s for %s: %s", self.host, name, client,
-                            exc)
-                return
+                self._reply(name, client, f"cannot start the {what} of {name!r}: {exc}")
+                return None
+        self._reply(name, client, f"no free port for the {what} of {name!r} in "
+                    f"{'-'.join(map(str, self.ports or ('?', '?')))} on {self.bind} (widen "
+                    "the server's --ports)")
+        return None
+
+    def _serve(self, name: str, client: str) -> _Served | None:
+        path = os.path.join(self.stream_dir, name + SUFFIX)
+        pub = self._bind(name, client, "publisher", lambda address: StreamPublisher(path,
+                                                                                    address))
         if pub is None:
-            log.warning("server %s: cannot publish %s for %s: no free port in %s-%s on %s",
-                        self.host, name, client, *(self.ports or ("?", "?")), self.bind)
-            return
+            return None
         port = int(pub.address.rsplit(":", 1)[1])
         record = {"address": pub.address, "ip": self.bind, "port": port, "clients": [client],
                   "started": _now()}
-        self._served[name] = _Served(pub, record)
-        self.registry.set_connections(name, [record])
+        s = self._served[name] = _Served(pub, record)
         log.info("server %s: publishing %s at %s for %s", self.host, name, pub.address, client)
+        return s
 
     # -- clients -------------------------------------------------------------------------------
     def _clients(self) -> None:
@@ -480,6 +586,8 @@ class StreamServer:
         if s is None:
             return
         s.publisher.stop()
+        if s.writer is not None:
+            s.writer.stop()
         log.info("server %s: stopped publishing %s at %s (%s)", self.host, name,
                  s.record["address"], why)
         if update and name in self._known:

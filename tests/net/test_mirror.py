@@ -133,7 +133,10 @@ def test_frames_cross_process(procs, mirrors, address, mode):
         smeta = source.get_meta_data()
         assert info["cnt2"] == smeta["cnt2"] == 1200
         assert mirror.get_timestamp_ns() == source.get_timestamp_ns() > 0
-        assert mirror.keywords["src_cnt0"] == 200 == m.source_cnt0
+        assert m.source_cnt0 == 200
+        wait_equal(lambda: mirror.keywords["src_cnt0"], 200, 2, what="the keyword src_cnt0")
+        assert mirror.keywords["mirror_lost"] == 0
+        assert abs(mirror.keywords["mirror_rx_ns"] - time.time_ns()) < 2e9
         if mode == "every":  # every frame, in order, byte for byte
             hist = mirror.get_history(200, meta=True)
             assert list(hist.cnt2) == list(range(1001, 1201))

@@ -20,24 +20,9 @@ import dao
 from dao.net import remote
 from dao.net.registry import RegistryError
 from dao.net.remote import RemoteError
-from dao.net.server import StreamServer, parse_ports, request_channel, request_key
+from dao.net.server import StreamServer, parse_ports, reply_key, request_channel, request_key
 from dao.streams.stream import remove
 from dao.testing import child_environment, free_port, unique_name, wait_for
-
-# A writer on a machine: creates the stream, then writes frame i = full(i) with cnt2 = 1000 + i
-# at 50 Hz until killed.
-WRITER = r"""
-import sys, time
-import numpy as np
-import dao
-s = dao.shm(sys.argv[1], np.zeros((8, 16), np.float32), depth=4, replace=True)
-print("ready", flush=True)
-i = 0
-while True:
-    i += 1
-    s.set_data(np.full((8, 16), i, np.float32), cnt2=1000 + i)
-    time.sleep(0.02)
-"""
 
 
 @pytest.fixture
@@ -65,16 +50,6 @@ def machines(redis_url, procs):
             p.wait(10)
         for f in dao.list_streams(folder):
             remove(f)
-
-
-def start_writer(procs, folder: str, name: str) -> subprocess.Popen:
-    p = subprocess.Popen(
-        [sys.executable, "-c", WRITER, os.path.join(folder, name + ".im.shm")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_environment(),
-    )  # fmt: skip
-    procs.append(p)
-    assert p.stdout.readline().startswith("ready"), p.stderr.read()
-    return p
 
 
 def log_of(machines, host: str) -> str:
@@ -122,10 +97,10 @@ def test_streams_appear_and_disappear(machines, redis_url):
              what="the stream unregistered")
 
 
-def test_mirror_two_clients_and_server_death(machines, redis_url, procs):
+def test_mirror_two_clients_and_server_death(machines, redis_url, writer):
     folder = machines["m1"][0]
     name = unique_name()
-    start_writer(procs, folder, name)
+    writer(folder, name)
     wait_for(lambda: name in remote.streams(redis_url, "m1"), 2.0, what="registered")
     with remote.mirror(redis_url, "m1", name, local_name=unique_name()) as a:
         assert a.address.startswith("tcp://127.0.0.2:")
@@ -157,10 +132,10 @@ def test_mirror_two_clients_and_server_death(machines, redis_url, procs):
     assert not os.path.exists(dao.streams.stream.stream_path(b.local_name))
 
 
-def test_publisher_stops_without_clients(machines, redis_url, procs):
+def test_publisher_stops_without_clients(machines, redis_url, writer):
     folder = machines["m2"][0]
     name = unique_name()
-    start_writer(procs, folder, name)
+    writer(folder, name)
     wait_for(lambda: name in remote.streams(redis_url, "m2"), 2.0, what="registered")
     m = remote.mirror(redis_url, "m2", name, local_name=unique_name())
     assert m.address.startswith("tcp://127.0.0.3:")
@@ -174,10 +149,10 @@ def test_publisher_stops_without_clients(machines, redis_url, procs):
         check_mirror(m)
 
 
-def test_garbage_requests_are_ignored(machines, redis_url, procs):
+def test_garbage_requests_are_ignored(machines, redis_url, writer):
     folder = machines["m1"][0]
     name = unique_name()
-    start_writer(procs, folder, name)
+    writer(folder, name)
     wait_for(lambda: name in remote.streams(redis_url, "m1"), 2.0, what="registered")
     with redis.Redis.from_url(redis_url, decode_responses=True) as r:
         for value in ("{not json", "[1, 2]", json.dumps({"client": "a:b"}), "\x00\xff"):
@@ -189,8 +164,9 @@ def test_garbage_requests_are_ignored(machines, redis_url, procs):
         r.publish(request_channel("m1"), "nosuch")
         wait_for(lambda: log_of(machines, "m1").count("malformed") >= 4, 3.0,
                  what="malformed requests logged")
-        wait_for(lambda: "unknown stream 'nosuch'" in log_of(machines, "m1"), 3.0,
+        wait_for(lambda: "publishes no stream 'nosuch'" in log_of(machines, "m1"), 3.0,
                  what="unknown stream logged")
+        assert "publishes no stream 'nosuch'" in r.get(reply_key("m1", "nosuch", "c1"))
     assert machines["m1"][1].poll() is None
     with remote.mirror(redis_url, "m1", name, local_name=unique_name()) as m:
         check_mirror(m)
@@ -252,10 +228,12 @@ def test_cli_errors(redis_url):
 def test_cli_remote_ls(machines, redis_url):
     name = unique_name()
     dao.shm(os.path.join(machines["m2"][0], name + ".im.shm"), np.zeros((2, 3))).close()
-    wait_for(lambda: name in remote.streams(redis_url, "m2"), 2.0, what="registered")
+    wait_for(lambda: remote.streams(redis_url, "m2").get(name, {}).get("rate") == 0, 4.0,
+             what="registered, its rate measured")
     p = subprocess.run([sys.executable, "-m", "dao.net.cli", "remote", "ls", "--redis",
                         redis_url], capture_output=True, text=True, timeout=30,
                        env=child_environment())
     assert p.returncode == 0, p.stderr
     assert "m1  127.0.0.2" in p.stdout and "m2  127.0.0.3" in p.stdout
-    assert name in p.stdout and "2x3" in p.stdout
+    line = next(x for x in p.stdout.splitlines() if name in x)
+    assert "2x3" in line and "0.0 Hz" in line
