@@ -20,7 +20,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 #: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
 PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5,
-         "04_fifo_histories": 1.5, "05_prototype_a_controller": 1.5}
+         "04_fifo_histories": 1.5, "05_prototype_a_controller": 1.5, "06_remote_streams": 1.5}
 
 
 # -- running -------------------------------------------------------------------------------
@@ -339,9 +339,84 @@ def check_05(nb, kernel) -> None:
     assert "fitting" in printed and "one-frame delay" in printed and "optimised" in printed
 
 
+CHECK_06 = """
+import json, os
+from dao.streams.stream import stream_path
+print(json.dumps({"table": table.to_dict("records"), "k": int(k), "same": same,
+                  "status": {f: status[f] for f in ("link", "received", "written", "lost")},
+                  "t_s": t_s.tolist(), "received": received.tolist(), "age_ms": age_ms.tolist(),
+                  "lost": lost.tolist(), "rate": float(rate), "before": before,
+                  "stopped": {f: stopped[f] for f in ("link", "age_s", "heartbeats", "lost")},
+                  "view_title": view.title, "local_name": mirror.local_name,
+                  "left": {"mirror_stream": os.path.exists(stream_path(mirror.local_name)),
+                           "mirror_thread": mirror.mirror.running,
+                           "folder": os.path.exists(rtc1.folder),
+                           "server": rtc1.server.poll(), "source": rtc1.source.poll(),
+                           "registry": registry.running()}}))
+"""
+
+
+def check_06(nb, kernel) -> None:
+    """A simulated machine rtc1 (127.0.0.2) with a camera at 100 Hz: the table lists it and
+    its two streams; the mirror's status shown is up with nothing lost; the mirrored frame is
+    the source's frame of the same id; the plots show the frames received at the camera's
+    rate and the age of the newest frame, as sampled; with the camera stopped the link stays up
+    on heartbeats and the frame ages; and nothing is left at the end."""
+    rows = [{"machine": "rtc1", "ip": "127.0.0.2", "stream": "camera", "shape": "64x64",
+             "dtype": "float32", "depth": 64, "mirrored by": 0},
+            {"machine": "rtc1", "ip": "127.0.0.2", "stream": "tip_tilt", "shape": "2",
+             "dtype": "float32", "depth": 64, "mirrored by": 0}]
+    assert kernel["table"] == rows
+    (html,) = [o["data"]["text/html"] for o in cell_outputs(nb, "pd.DataFrame(")
+               if "text/html" in o.get("data", {})]
+    for text in ("rtc1", "127.0.0.2", "camera", "tip_tilt", "64x64"):
+        assert f">{text}<" in html, text
+    status = kernel["status"]
+    assert status["link"] == "up" and status["lost"] == 0 and status["received"] > 0
+    (shown,) = [o["data"]["text/plain"] for o in cell_outputs(nb, "status = mirror.status()")
+                if "text/plain" in o.get("data", {})]
+    assert "'link': 'up'" in shown and "'lost': 0" in shown, shown
+    assert f"'received': {status['received']}" in shown, shown
+    # the source's frame id kept, and the frame itself
+    assert kernel["k"] > 0 and kernel["same"] is True
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "moving_spot(k)"))
+    assert f"mirrored frame {kernel['k']} is the source's frame {kernel['k']}" in printed
+    assert printed.strip().endswith("True"), printed
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in cell_outputs(nb, "StreamView(mirror.local_name"))
+    assert kernel["view_title"] == kernel["local_name"] == "camera@rtc1"
+    # the plots: what was sampled, about 3 s at the camera's 100 frames/s, nothing lost
+    outputs = cell_outputs(nb, "show(row(frames_plot, age_plot))")
+    frames, ages = plotted_columns(outputs)
+    t_s = np.asarray(kernel["t_s"])
+    assert len(t_s) > 500 and 2.9 < t_s[-1] < 3.5
+    np.testing.assert_allclose(np.asarray(frames["x"], float), t_s)
+    np.testing.assert_allclose(np.asarray(frames["y"], float), kernel["received"])
+    np.testing.assert_allclose(np.asarray(ages["x"], float), t_s)
+    np.testing.assert_allclose(np.asarray(ages["y"], float), kernel["age_ms"])
+    received = np.asarray(kernel["received"])
+    assert (np.diff(received) >= 0).all() and 50 < kernel["rate"] < 110, kernel["rate"]
+    assert max(kernel["lost"]) == 0
+    age = np.asarray(kernel["age_ms"])
+    assert (age >= 0).all() and np.median(age) < 50, np.median(age)
+    titles = [m["text"] for m in bokeh_models(outputs, "Title")]
+    assert f"{kernel['rate']:.0f} frames/s, 0 lost" in titles, titles
+    # the camera stopped: heartbeats keep the link up, the newest frame ages
+    stopped = kernel["stopped"]
+    assert stopped["link"] == "up" and stopped["lost"] == 0
+    assert 1.5 < stopped["age_s"] < 10 and stopped["heartbeats"] - kernel["before"] >= 2
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "rtc1.source.terminate()"))
+    assert printed.startswith("link up, newest frame"), printed
+    # nothing left: the local mirror stream, rtc1's processes and folder, the registry
+    left = kernel["left"]
+    assert left == {"mirror_stream": False, "mirror_thread": False, "folder": False,
+                    "server": 0, "source": -15, "registry": False}, left
+
+
 CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),
           "03_tune_the_loop": (CHECK_03, check_03), "04_fifo_histories": (CHECK_04, check_04),
-          "05_prototype_a_controller": (CHECK_05, check_05)}
+          "05_prototype_a_controller": (CHECK_05, check_05),
+          "06_remote_streams": (CHECK_06, check_06)}
 
 
 # -- the tests -------------------------------------------------------------------------------
