@@ -39,6 +39,7 @@ __all__ = [
     "HEARTBEAT",
     "HEARTBEAT_S",
     "HEARTBEAT_SIZE",
+    "queue_frames",
     "MirrorError",
     "BindError",
     "StreamPublisher",
@@ -58,6 +59,7 @@ log = logging.getLogger("dao.net.mirror")
 
 _POLL_S = 0.05  # seconds between checks of the stop flag in both threads
 _MODES = ("latest", "every")
+_NBUF = 4  # frames a publisher may have in flight (read, not yet sent by ZeroMQ)
 
 
 class MirrorError(DaoError):
@@ -79,6 +81,12 @@ class BindError(MirrorError, OSError):
             "use port '*' (e.g. tcp://127.0.0.1:*) to let the system choose one"
         )
         self.address = address
+
+
+def queue_frames(frame_bytes: int, budget: int = 64 * 2**20) -> int:
+    """How many frames of ``frame_bytes`` bytes a queue holds: ``budget`` bytes' worth,
+    at least 16 and at most 1000."""
+    return int(min(1000, max(16, budget // max(1, frame_bytes))))
 
 
 def heartbeat(cnt0: int, time_ns: int | None = None) -> bytes:
@@ -134,8 +142,10 @@ class StreamPublisher:
         Name (or path) of the local stream to publish.
     address : str
         ZeroMQ endpoint to bind; ``tcp://127.0.0.1:*`` (loopback, a free port) by default.
-    sndhwm : int
-        Send high-water mark, in messages queued per subscriber before frames are dropped.
+    sndhwm : int, optional
+        Send high-water mark, in frames queued per subscriber before frames are dropped;
+        default :func:`queue_frames` of the stream's frame size (1000 frames of 64x64 float32,
+        16 of 1024x1024: at most about 64 MiB per subscriber, 0.1 s at 10 kHz).
 
     Attributes
     ----------
@@ -158,7 +168,8 @@ class StreamPublisher:
         ``address`` cannot be bound (e.g. the port is in use).
     """
 
-    def __init__(self, name: str, address: str = "tcp://127.0.0.1:*", sndhwm: int = 64) -> None:
+    def __init__(self, name: str, address: str = "tcp://127.0.0.1:*",
+                 sndhwm: int | None = None) -> None:
         from dao.streams.stream import shm
 
         self.name = name
@@ -172,7 +183,8 @@ class StreamPublisher:
         self._sock = self._ctx.socket(zmq.XPUB)
         try:
             self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.SNDHWM, int(sndhwm))
+            self._sock.setsockopt(zmq.SNDHWM, int(sndhwm or queue_frames(
+                int(np.prod(self._src.shape)) * self._src.dtype.itemsize)))
             self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, repeats too
             self._sock.bind(address)
             self.address = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -204,7 +216,7 @@ class StreamPublisher:
 
     # -- thread ------------------------------------------------------------------------------
     def _buffers(self) -> list[list]:
-        return [[np.empty(self._src.shape, self._src.dtype), None] for _ in range(2)]
+        return [[np.empty(self._src.shape, self._src.dtype), None] for _ in range(_NBUF)]
 
     def _reopen(self) -> bool:
         """Reopen the stream if its file was replaced; True if it was."""
@@ -242,7 +254,7 @@ class StreamPublisher:
                 ):  # a newcomer, nothing new to send: give it the newest frame
                     self._src.get_data(out=self._free(bufs, turn))
                     seq = self._send(bufs[turn], seq)
-                    last_send, turn = time.monotonic(), turn ^ 1
+                    last_send, turn = time.monotonic(), (turn + 1) % _NBUF
                     continue
                 if status is None or status == self._src.DAO_TIMEOUT:
                     if self._reopen():
@@ -250,7 +262,7 @@ class StreamPublisher:
                         if self._src.counter > 0:  # frames written before we reopened it:
                             self._src.get_data(out=bufs[0][0])  # send the newest
                             seq = self._send(bufs[0], seq)
-                            last_send, turn = time.monotonic(), 1
+                            last_send, turn = time.monotonic(), 1 % _NBUF
                         continue
                     if time.monotonic() - last_send >= HEARTBEAT_S:
                         with contextlib.suppress(zmq.ZMQError):
@@ -264,7 +276,7 @@ class StreamPublisher:
                     self.overwrites += 1
                 seq = self._send(bufs[turn], seq)
                 last_send = time.monotonic()
-                turn ^= 1
+                turn = (turn + 1) % _NBUF
         except BaseException as exc:  # pragma: no cover - reported, not raised in a thread
             self.error = exc
         finally:
@@ -275,13 +287,10 @@ class StreamPublisher:
     def _subscribed(self) -> bool:
         """Whether a subscriber joined since the last call (subscription messages drained)."""
         joined = False
-        while True:
-            try:
-                msg = self._sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return joined
-            if msg[:1] == b"\x01":
+        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception when empty
+            if self._sock.recv(zmq.NOBLOCK)[:1] == b"\x01":
                 joined = True
+        return joined
 
     def _send(self, buf: list, seq: int) -> int:
         """Send the frame in ``buf`` (just read: its metadata are in ``last_read``) with
@@ -385,7 +394,8 @@ class Mirror:
     down_after : float
         Seconds without a frame or heartbeat after which the link is reported ``"down"``.
     rcvhwm : int, optional
-        Receive high-water mark in messages; default 4 for ``"latest"``, 1000 for ``"every"``.
+        Receive high-water mark in messages; default 4 for ``"latest"``; for ``"every"``,
+        :func:`queue_frames` of the frame size if ``shape`` is given, else 1000.
     shape, dtype : optional
         The source's shape and dtype, to create the local stream at once (zeros, counter 0).
     uplink : str, optional
@@ -470,7 +480,10 @@ class Mirror:
         self._sock = self._ctx.socket(zmq.SUB)
         try:
             self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.RCVHWM, rcvhwm or (4 if mode == "latest" else 1000))
+            if rcvhwm is None:
+                rcvhwm = 4 if mode == "latest" else 1000 if shape is None else queue_frames(
+                    int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            self._sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
             self._sock.setsockopt(zmq.RECONNECT_IVL, 100)
             self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             self._sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -576,12 +589,8 @@ class Mirror:
                     self._keywords()
                     continue
                 newest = None
-                while True:  # drain what is queued
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    got = self._feed(parts)
+                while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # drain what is queued
+                    got = self._feed(sock.recv_multipart(zmq.NOBLOCK, copy=False))
                     if got is None:
                         continue
                     if self.mode == "every":
