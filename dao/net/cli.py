@@ -102,7 +102,11 @@ def add_remote_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="latest: newest frame only; every: every frame (default latest)")
     q.add_argument("--depth", type=int, default=1, help="FIFO depth of the local stream")
     q.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds to wait for the server to publish (default 5)")
+                   help="seconds to wait for the server to publish, and for the write lease "
+                   "with --write (default 5)")
+    q.add_argument("--write", action="store_true",
+                   help="bidirectional: take the stream's write lease and send what local "
+                   "writers put into the mirror back to the source, until Ctrl-C")
     q.add_argument("--redis", help=_REDIS_HELP)
     q.set_defaults(func=cmd_remote_mirror)
     return p
@@ -148,20 +152,30 @@ def cmd_remote_mirror(args: argparse.Namespace) -> int:
 
     try:
         m = mirror(_url(args), args.remote_host, args.remote_name, local_name=args.local,
-                   mode=args.mode, depth=args.depth, timeout=args.timeout)
+                   mode=args.mode, depth=args.depth, bidirectional=args.write,
+                   timeout=args.timeout)
     except (DaoError, OSError, ValueError) as exc:  # TimeoutError is an OSError
         print(f"dao remote mirror: {exc}", file=sys.stderr)
         return 2
-    print(f"mirroring {m.host}:{m.name} from {m.address} into {m.local_name} "
-          "(Ctrl-C to stop)", flush=True)
+    if args.write:
+        try:
+            m.acquire(timeout=args.timeout)
+        except DaoError as exc:
+            m.close()
+            print(f"dao remote mirror: {exc}", file=sys.stderr)
+            return 2
+    print(f"mirroring {m.host}:{m.name} from {m.address} into {m.local_name}"
+          f"{', writes sent back (lease held)' if args.write else ''} (Ctrl-C to stop)",
+          flush=True)
     old = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(1.0)
             st = m.status()
             age = "-" if st["age_s"] is None else f"{st['age_s'] * 1e3:.1f} ms"
+            sent = f"  sent back {st['uplinked']}" if args.write else ""
             print(f"link {st['link']}  written {st['written']}  lost {st['lost']}  "
-                  f"age {age}", flush=True)
+                  f"age {age}{sent}", flush=True)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -349,3 +349,37 @@ def test_read_only_server_refuses_writers(testbed):
     with remote.mirror(url, "m1", dm, local_name=unique_name()) as m:  # reading is fine
         assert m.status()["mode"] == "latest"
     src.delete()
+
+
+def test_cli_mirror_write(testbed, procs):
+    testbed.start("m1")
+    url, m1 = testbed.redis.url, testbed.machines["m1"]
+    dm = unique_name("dm")
+    src = dao.shm(m1.path(dm), np.zeros(4, np.float32))
+    wait_for(lambda: dm in remote.streams(url, "m1"), 3.0, what="registered")
+    local = unique_name()
+    cmd = [sys.executable, "-m", "dao.cli", "remote", "mirror", "m1", dm, "--write", "--local",
+           local, "--redis", url, "--timeout", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=child_environment())
+    procs.append(p)
+    line = p.stdout.readline()
+    assert "writes sent back (lease held)" in line, p.stderr.read()
+    # a local writer (any process: here this one) writes into the mirror: it reaches m1
+    loc = dao.shm(local)
+    loc.set_data(np.arange(4, dtype=np.float32))
+    wait_equal(lambda: src.counter, 1, 3.0, what="the write at the source")
+    assert np.array_equal(src.get_data(), np.arange(4, dtype=np.float32))
+    loc.close()
+    # a second writer is refused, naming the first
+    second = subprocess.run([*cmd[:-6], "--local", unique_name(), "--redis", url, "--timeout",
+                             "0.5"], capture_output=True, text=True, timeout=60,
+                            env=child_environment())
+    assert second.returncode == 2 and "is being written by client" in second.stderr
+    assert "Traceback" not in second.stderr
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    assert not os.path.exists(dao.streams.stream.stream_path(local))
+    with remote.mirror(url, "m1", dm, local_name=unique_name(), bidirectional=True) as m:
+        m.acquire()  # freed by the first one's clean exit
+    src.delete()
