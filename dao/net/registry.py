@@ -25,9 +25,12 @@ polling with SCAN: each one is published as a JSON message on the channel ``dao:
     {"kind": "machine", "event": "added" | "removed", "host": ..., "ip": ..., "role": ...,
      "time": ...}
 
-A machine whose keys expired publishes nothing (Redis does not tell); its next heartbeat, or
-a heartbeat after Redis was restarted empty, writes everything again and publishes
-``added`` for the machine and each of its streams.
+A machine whose keys expired cannot say so itself, and Redis does not tell: the other
+servers notice it at their heartbeats (:meth:`Registry.announce_expired`) and the first one
+publishes ``{"kind": "machine", "event": "removed", "host": ..., "reason": "expired"}`` (a
+marker key ``dao:gone:<host>``, also set by a clean stop, keeps it to one event). Its next
+heartbeat, or a heartbeat after Redis was restarted empty, writes everything again and
+publishes ``added`` for the machine and each of its streams.
 """
 
 from __future__ import annotations
@@ -225,6 +228,7 @@ class Registry:
         }
         pipe = self._redis.pipeline(transaction=True)
         self._write_machine(pipe)
+        pipe.delete(f"{PREFIX}:gone:{self.host}")
         pipe.publish(CHANNEL, self._event("machine", "added", ip=ip, role=role))
         self._call(f"register machine {self.host!r}", pipe.execute)
 
@@ -265,6 +269,7 @@ class Registry:
             pipe.delete(*self._stream_keys(name))
             pipe.publish(CHANNEL, self._stream_event("removed", name))
         pipe.delete(*(self._key(f) for f in ("ip", "hostname", "role", "last_connect")))
+        pipe.set(f"{PREFIX}:gone:{self.host}", "stopped", px=self._px)  # nobody announces it
         pipe.publish(CHANNEL, self._event("machine", "removed"))
         self._call(f"unregister machine {self.host!r}", pipe.execute)
         self._streams.clear()
@@ -293,6 +298,34 @@ class Registry:
             if values[0] is not None:  # expired between SCAN and MGET
                 out.append({"host": h, **dict(zip(fields, values, strict=True))})
         return out
+
+    def announce_expired(self, before: set[str]) -> tuple[set[str], list[str]]:
+        """Publish ``removed`` (``"reason": "expired"``) for the machines of ``before`` whose
+        keys expired since, unless another registry did already or they stopped cleanly.
+
+        Parameters
+        ----------
+        before : set of str
+            The hosts seen at the previous call (empty at first).
+
+        Returns
+        -------
+        hosts : set of str
+            The hosts registered now, for the next call.
+        announced : list of str
+            The hosts this call announced.
+        """
+        now = {m["host"] for m in self.machines()}
+        announced = []
+        for host in sorted(before - now - {self.host}):
+            first = self._call("mark an expired machine", self._redis.set,
+                               f"{PREFIX}:gone:{host}", "expired", nx=True, px=self._px)
+            if first:
+                self._call("publish an expired machine", self._redis.publish, CHANNEL,
+                           json.dumps({"kind": "machine", "event": "removed", "host": host,
+                                       "reason": "expired", "time": _now()}))
+                announced.append(host)
+        return now, announced
 
     def _scan(self, pattern: str) -> list[str]:
         return self._call(

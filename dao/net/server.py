@@ -4,7 +4,8 @@ section 4).
 A :class:`StreamServer` runs on each machine whose streams others may mirror. It
 
 - registers the machine in the Redis registry (:class:`~dao.net.registry.Registry`, its IP
-  is the address it binds publishers on) and renews every key's TTL (heartbeat);
+  is the address it binds publishers on) and renews every key's TTL (heartbeat); at each
+  heartbeat it also announces machines whose keys expired (they died without a word);
 - scans its stream folder every ``scan_interval`` seconds and keeps the registry true:
   a new stream is registered, one re-created with another shape or dtype is registered again
   (``changed``), a removed one is unregistered;
@@ -198,6 +199,7 @@ class StreamServer:
         self._registered = False
         self._redis_ok = True
         self._leases: dict[str, tuple[str | None, float]] = {}  # name -> (holder, read at)
+        self._peers: set[str] = set()  # hosts seen at the last heartbeat
         # name -> [open stream, counter, monotonic time of the counter, rate in the registry]
         self._counters: dict[str, list] = {}
 
@@ -311,6 +313,10 @@ class StreamServer:
             self._recovered()
             for name, s in self._served.items():
                 self.registry.set_connections(name, [s.record])
+        self._peers, gone = self.registry.announce_expired(self._peers)
+        for host in gone:
+            log.info("server %s: machine %s left the registry without a word (its keys "
+                     "expired): announced", self.host, host)
 
     def _cleanup(self) -> None:
         for name in list(self._served):
