@@ -124,7 +124,43 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-class StreamPublisher:
+class _SocketThread:
+    """A daemon thread that owns a ZeroMQ context and its socket (publisher, writer)."""
+
+    _ctx: zmq.Context
+
+    def _start_thread(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread, which closes its socket and stream (the stream file stays).
+
+        Parameters
+        ----------
+        timeout : float
+            Longest wait for the thread, in seconds.
+        """
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            with contextlib.suppress(zmq.ZMQError):
+                self._ctx.term()
+
+    close = stop
+
+
+class StreamPublisher(_SocketThread):
     """Publish every frame of a local stream on a ZeroMQ PUB socket, from a thread.
 
     The thread follows the stream in order on its own semaphore, reads each frame into a
@@ -194,11 +230,7 @@ class StreamPublisher:
             self._src.close()
             raise BindError(address, str(exc)) from exc
         self._src.claim_semaphore()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"dao-publish-{name}", daemon=True
-        )
-        self._thread.start()
+        self._start_thread(f"dao-publish-{name}")
 
     def __repr__(self) -> str:
         return f"StreamPublisher({self.name!r}, {self.address!r}, sent={self.sent})"
@@ -208,11 +240,6 @@ class StreamPublisher:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-    @property
-    def running(self) -> bool:
-        """Whether the thread is alive."""
-        return self._thread.is_alive()
 
     # -- thread ------------------------------------------------------------------------------
     def _buffers(self) -> list[list]:
@@ -316,24 +343,6 @@ class StreamPublisher:
                 buf[0] = np.empty_like(buf[0])
         buf[1] = None
         return buf[0]
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread and close the socket and the stream (the stream file stays).
-
-        Parameters
-        ----------
-        timeout : float
-            Longest wait for the thread, in seconds.
-        """
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if not self._thread.is_alive():
-            with contextlib.suppress(zmq.ZMQError):
-                self._ctx.term()
-
-    close = stop
-
 
 class _Recent:
     """A bounded set of recent write times (ns): which frames one side of a bidirectional

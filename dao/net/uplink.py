@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -26,14 +25,14 @@ import zmq
 
 from dao.errors import StreamError
 from dao.net import wire
-from dao.net.mirror import _POLL_S, BindError, _identity
+from dao.net.mirror import _POLL_S, BindError, _identity, _SocketThread
 
 __all__ = ["StreamWriter"]
 
 log = logging.getLogger("dao.net.uplink")
 
 
-class StreamWriter:
+class StreamWriter(_SocketThread):
     """Write frames received on a ZeroMQ PULL socket into a local stream, from a thread.
 
     Parameters
@@ -84,18 +83,10 @@ class StreamWriter:
             self._sock.close(0)
             self._ctx.term()
             raise BindError(address, str(exc)) from exc
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"dao-writer-{name}",
-                                        daemon=True)
-        self._thread.start()
+        self._start_thread(f"dao-writer-{name}")
 
     def __repr__(self) -> str:
         return f"StreamWriter({self.name!r}, {self.address!r}, written={self.written})"
-
-    @property
-    def running(self) -> bool:
-        """Whether the thread is alive."""
-        return self._thread.is_alive()
 
     def counters(self) -> dict[str, Any]:
         """``written``, ``refused``, ``mismatched``, ``malformed`` (total) and
@@ -153,20 +144,3 @@ class StreamWriter:
             if dst is not None:
                 with contextlib.suppress(Exception):
                     dst.close()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread and close the socket (the stream is not touched).
-
-        Parameters
-        ----------
-        timeout : float
-            Longest wait for the thread, in seconds.
-        """
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if not self._thread.is_alive():
-            with contextlib.suppress(zmq.ZMQError):
-                self._ctx.term()
-
-    close = stop
