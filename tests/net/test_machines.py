@@ -160,13 +160,29 @@ def test_dead_machine_is_announced_once(testbed):
     assert {m["host"] for m in remote.machines(testbed.redis.url)} == {"m1"}
 
 
+# A client of its own: mirrors stream argv[2] of m1 into argv[3] (bidirectional and holding
+# the lease if argv[4] is "write"), says "ready CLIENT_ID", then waits to be killed.
 CLIENT = r"""
 import sys, time
 from dao.net import remote
-m = remote.mirror(sys.argv[1], "m1", sys.argv[2], local_name=sys.argv[3])
+write = sys.argv[4] == "write"
+m = remote.mirror(sys.argv[1], "m1", sys.argv[2], local_name=sys.argv[3], bidirectional=write)
+if write:
+    m.acquire()
 print("ready", m.client, flush=True)
 time.sleep(600)
 """
+
+
+def start_client(procs, url: str, name: str, local: str, write: bool = False) -> tuple:
+    """A client process mirroring ``name``; returns ``(process, client id)`` once ready."""
+    p = subprocess.Popen([sys.executable, "-c", CLIENT, url, name, local,
+                          "write" if write else "read"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=child_environment())
+    procs.append(p)
+    line = p.stdout.readline()
+    assert line.startswith("ready"), p.stderr.read()
+    return p, line.split()[1]
 
 
 def test_killed_client_stops_its_publisher(testbed, writer, procs):
@@ -176,13 +192,7 @@ def test_killed_client_stops_its_publisher(testbed, writer, procs):
     writer(testbed.machines["m1"].folder, name)
     wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
     local = unique_name()
-    p = subprocess.Popen([sys.executable, "-c", CLIENT, url, name, local],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=child_environment())
-    procs.append(p)
-    line = p.stdout.readline()
-    assert line.startswith("ready"), p.stderr.read()
-    client = line.split()[1]
+    p, client = start_client(procs, url, name, local)
 
     def clients():
         conn = remote.streams(url, "m1")[name]["connections"]
@@ -338,23 +348,10 @@ def test_bidirectional_lease_and_no_echo(testbed):
 
 def test_lease_freed_when_its_holder_dies(testbed, procs):
     url, m1, dm, src = quiet_stream(testbed, (3,))
-    holder = r"""
-import sys, time
-from dao.net import remote
-m = remote.mirror(sys.argv[1], "m1", sys.argv[2], local_name=sys.argv[3], bidirectional=True)
-m.acquire()
-print("ready", m.client, flush=True)
-time.sleep(600)
-"""
     local = unique_name()
-    p = subprocess.Popen([sys.executable, "-c", holder, url, dm, local],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=child_environment())
-    procs.append(p)
-    line = p.stdout.readline()
-    assert line.startswith("ready"), p.stderr.read()
+    p, holder = start_client(procs, url, dm, local, write=True)
     with remote.mirror(url, "m1", dm, local_name=unique_name(), bidirectional=True) as me:
-        with pytest.raises(LeaseError, match=line.split()[1]):
+        with pytest.raises(LeaseError, match=holder):
             me.acquire()
         p.kill()
         p.wait(10)
