@@ -197,6 +197,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
         raise ValueError("--force goes with --dead (streams given by name are removed anyway)")
     status = 0
     for name in args.names:
+        if args.dir and os.sep not in name:  # a bare name: in --dir
+            name = os.path.join(args.dir, name if name.endswith(".im.shm") else name + ".im.shm")
         try:
             dao.remove(name)
             print(f"removed {dao.stream_path(name)}")
@@ -367,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "their semaphores and lock files")
     q.add_argument("--force", action="store_true",
                    help="with --dead: also remove dead-owned streams written in the last 10 s")
-    q.add_argument("--dir", help="folder for --dead (default $DAO_SHM_DIR or /tmp)")
+    q.add_argument("--dir", help="folder of the streams named, and of --dead (default "
+                   "$DAO_SHM_DIR or /tmp)")
     q.set_defaults(func=cmd_rm)
 
     q = sub.add_parser("watch", help="print a stream's counter and rate until Ctrl-C")
@@ -421,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. dao ls | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (dao.DaoError, OSError, ValueError, TypeError) as e:
         msg = e.strerror if isinstance(e, OSError) and e.strerror else e
         print(f"dao {args.command}: {msg}", file=sys.stderr)

@@ -12,8 +12,10 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -191,8 +193,9 @@ class RedisServer:
             args += ["--protected-mode", "no"]
         log = open(os.path.join(self._dir, f"redis-{port}.log"), "wb")
         try:
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            self._proc = subprocess.Popen(  # stopped with this process, even if killed
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -232,6 +235,14 @@ class RedisServer:
         """Stop the server and remove its folder."""
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: ask Linux to send it SIGTERM when its parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # SET_PDEATHSIG
 
 
 def _answers_ping(port: int) -> bool:
@@ -560,10 +571,17 @@ def camera_source(folder: str, rate: float = 100.0, names: tuple[str, str] = ("c
     of ``names[1]`` the spot's position relative to the centre (float32, x then y), both with
     frame id ``cnt2 = k``, ``rate`` times a second.
 
-    The streams are created (replaced if they exist) before the first frame.
+    The streams are created (replaced if they exist) before the first frame; streams of the
+    same names left elsewhere by dead processes (a run killed before it cleaned up) are
+    removed first, as their semaphores would clash.
     """
     import dao
+    from dao.streams.stream import _semaphore_users, remove, stream_holders
 
+    for n in names:
+        for other in _semaphore_users(os.path.join(folder, n + ".im.shm")):
+            if stream_holders(other).dead_owner:
+                remove(other)
     cam = dao.shm(os.path.join(folder, names[0] + ".im.shm"), moving_spot(0), depth=64,
                   replace=True)
     tt = dao.shm(os.path.join(folder, names[1] + ".im.shm"), np.zeros(2, np.float32),
@@ -660,8 +678,6 @@ class SimulatedMachine:
         return all(p is not None and p.poll() is None for p in (self.server, self.source))
 
     def _spawn(self, code: str, args: list[str], log: str) -> subprocess.Popen:
-        import sys
-
         with open(os.path.join(self.folder, log), "wb") as f:
             return subprocess.Popen(
                 [sys.executable, "-c", _DIE_WITH_PARENT + code, *args], stdin=subprocess.DEVNULL,
@@ -720,7 +736,8 @@ class SimulatedMachine:
                     if p is not None and p.poll() is not None]
             if dead or time.monotonic() > end:
                 why = f"the {dead[0]} process exited" if dead else f"not within {self.timeout:g} s"
-                raise RuntimeError(f"simulated machine {self.host!r}: no {what} ({why}); "
+                raise RuntimeError(f"simulated machine {self.host!r}: {what} did not appear "
+                                   f"({why}); "
                                    f"server: {self.log('server')[-1500:].strip() or '-'}; "
                                    f"camera: {self.log('source')[-1500:].strip() or '-'}")
             time.sleep(0.05)

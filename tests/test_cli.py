@@ -251,3 +251,13 @@ def test_supervise_stops_when_no_process_is_left_to_watch(tmp_path):
     err = "".join(sup.err)
     assert f"{name} (pid {pid}) died with status -9" in err
     assert "nothing left to watch" in err
+
+
+def test_rm_finds_bare_names_in_dir(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    s = dao.shm(str(folder / "zz.im.shm"), np.zeros(3, np.float32))
+    s.close()
+    res = run("rm", "--dir", str(folder), "zz")
+    assert res.returncode == 0, res.stderr
+    assert not (folder / "zz.im.shm").exists()

@@ -344,6 +344,32 @@ class StreamPublisher(_SocketThread):
         buf[1] = None
         return buf[0]
 
+#: Paths of the local streams the mirrors of this process write.
+_ACTIVE: set[str] = set()
+
+
+def _claim_local(local_name: str) -> str:
+    """The path of a mirror's local stream, refused if a live process (or another mirror of
+    this one) writes it: two writers would mix their frames, and a bidirectional mirror would
+    send the other's frames back to its source, which sends them back again."""
+    from dao.streams.stream import stream_holders, stream_path
+
+    path = stream_path(local_name)
+    if path in _ACTIVE:
+        raise MirrorError(f"another mirror of this process writes {path}: give this one "
+                          "another local name (local_name=..., --local)")
+    try:
+        writers = [p for p in stream_holders(path).writers if p != os.getpid()]
+    except (OSError, StreamError, ValueError):
+        writers = []
+    if writers:
+        raise MirrorError(f"{path} is written by pid {', '.join(map(str, writers))} (another "
+                          "mirror, or a program): give this mirror another local name "
+                          "(local_name=..., --local), or stop that process")
+    _ACTIVE.add(path)
+    return path
+
+
 class _Recent:
     """A bounded set of recent write times (ns): which frames one side of a bidirectional
     mirror wrote itself (thread-safe enough under the GIL: one thread adds, one looks up)."""
@@ -396,8 +422,10 @@ class Mirror:
     mode : {"latest", "every"}
         ``"latest"``: keep only the newest frame: a small receive queue, drained to the newest
         frame before each write (frames in between are skipped, counted in ``skipped``).
-        ``"every"``: write every frame received, in order (a slow mirror loses frames at the
-        queues, counted in ``lost``).
+        ``"every"``: write every frame received, in order; every source frame that does not
+        reach the local stream (dropped at a full queue, overwritten at the source before it
+        was sent, or written while the link was down) is counted in ``lost``, from the gaps in
+        the source's frame counter.
     depth : int
         FIFO depth of the local stream.
     down_after : float
@@ -423,6 +451,9 @@ class Mirror:
         Frames received but not written (``"latest"``: a newer one was already queued).
     duplicates : int
         Frames received again (the newest frame is re-sent to each new subscriber).
+    gaps : int
+        Source frames skipped between two frames received (gaps in the source's ``cnt0``):
+        ``lost`` in ``"every"`` mode.
     uplinked, not_sent, echoes : int
         Bidirectional: local frames sent to the source; local frames not sent (no lease, or
         the send queue full); source frames not written because they came from here.
@@ -466,6 +497,8 @@ class Mirror:
         self.written = 0
         self.skipped = 0
         self.duplicates = 0
+        self.gaps = 0
+        self._src_last: int | None = None  # source cnt0 of the newest frame received
         self.heartbeats = 0
         self.uplinked = 0
         self.not_sent = 0
@@ -482,9 +515,14 @@ class Mirror:
         self._retarget: tuple[str, str | None] | None = None
         self._kw_at = 0.0
         self._local = None
+        self._path = _claim_local(local_name)
         self._stop = threading.Event()
-        if shape is not None:
-            self._create(tuple(shape), np.dtype(dtype))
+        try:
+            if shape is not None:
+                self._create(tuple(shape), np.dtype(dtype))
+        except BaseException:
+            _ACTIVE.discard(self._path)
+            raise
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         try:
@@ -501,6 +539,7 @@ class Mirror:
             self._sock.close(0)
             self._ctx.term()
             self._delete_local()
+            _ACTIVE.discard(self._path)
             raise MirrorError(f"cannot connect a mirror to {address!r}: {exc}") from exc
         self._thread = threading.Thread(
             target=self._run, name=f"dao-mirror-{local_name}", daemon=True
@@ -556,7 +595,10 @@ class Mirror:
             and now (clocks of both machines: NTP/PTP matter), None before the first frame;
             ``silence_s``: seconds since the last message (None if none); ``received``:
             valid frames; ``written``, ``skipped``, ``duplicates``: see the attributes;
-            ``lost``: frames missing from the publisher's sequence numbers; ``malformed``:
+            ``lost``: ``"every"``: source frames that never reached the local stream (gaps in
+            the source's frame counter ``cnt0``), ``"latest"``: ``lost_on_wire``;
+            ``lost_on_wire``: messages missing from the publisher's sequence numbers;
+            ``malformed``:
             messages dropped (``malformed_by_reason`` by
             :attr:`dao.net.wire.WireError.reason`); ``resets``: publisher restarts seen;
             ``heartbeats``; ``source_cnt0``; ``mode``; ``address``; and for a bidirectional
@@ -574,7 +616,8 @@ class Mirror:
             "written": self.written,
             "skipped": self.skipped,
             "duplicates": self.duplicates,
-            "lost": c.lost,
+            "lost": self.gaps if self.mode == "every" else c.lost,
+            "lost_on_wire": c.lost,
             "malformed": c.dropped,
             "malformed_by_reason": dict(c.malformed),
             "resets": c.resets,
@@ -667,6 +710,9 @@ class Mirror:
         if key == self._newest:  # the newest frame, sent again for a newcomer
             self.duplicates += 1
             return
+        last, self._src_last = self._src_last, got.cnt0
+        if last is not None and got.cnt0 > last + 1:  # (a smaller cnt0: a re-created source)
+            self.gaps += got.cnt0 - last - 1
         if got.time_ns in self._sent:  # our own frame, back from the source
             self.echoes += 1
             self._newest, self._newest_ns = key, got.time_ns
@@ -698,7 +744,8 @@ class Mirror:
             kw["src_cnt0"] = int(self.source_cnt0 or 0)
             kw["mirror_rx_ns"] = int(self._last_msg_ns)
             kw["mirror_down_s"] = float(self.down_after)
-            kw["mirror_lost"] = int(self._receiver.counters.lost)
+            kw["mirror_lost"] = int(self.gaps if self.mode == "every"
+                                    else self._receiver.counters.lost)
         except Exception as exc:  # noqa: BLE001 - freshness is best effort; kept for status
             self.error = exc
 
@@ -801,3 +848,4 @@ class Mirror:
         with contextlib.suppress(zmq.ZMQError):
             self._ctx.term()
         self._delete_local()
+        _ACTIVE.discard(self._path)

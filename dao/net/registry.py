@@ -12,7 +12,9 @@ server (spec: control-and-network.md, section 4)::
     dao:machines:<host>:shm:<name>:connections    JSON list of connection records
 
 plus ``...:shm:<name>:depth`` (JSON int), ``:labels`` (JSON list or null) and ``:rate``
-(JSON number or null). Every value is a JSON or plain string: never pickle.
+(JSON number or null), and ``dao:machines:<host>:instance`` (``<token>/<heartbeat s>``: which
+server run registers the host, see :meth:`Registry.claim_host`). Every value is a JSON or plain
+string: never pickle.
 
 Unlike the Durham server there is no master that evicts silent machines: every key is written
 with a time-to-live (``ttl``), which :meth:`Registry.heartbeat` renews, so a machine that dies
@@ -38,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -152,6 +155,9 @@ class Registry:
         self.ttl = float(ttl)
         self.timeout = float(timeout)
         self._machine: dict[str, str] | None = None
+        #: Identity of this registry's run and its heartbeat interval in seconds
+        #: (``ttl / 3``, see :meth:`claim_host`), in ``dao:machines:<host>:instance``.
+        self.instance = f"{secrets.token_hex(8)}/{self.ttl / 3:.3f}"
         self._streams: dict[str, dict[str, str]] = {}
         self._subscriptions: list[Changes] = []
         self._redis = redis_client(
@@ -225,12 +231,46 @@ class Registry:
             "ip": ip,
             "hostname": hostname or socket.gethostname(),
             "role": role,
+            "instance": self.instance,
         }
         pipe = self._redis.pipeline(transaction=True)
         self._write_machine(pipe)
         pipe.delete(f"{PREFIX}:gone:{self.host}")
         pipe.publish(CHANNEL, self._event("machine", "added", ip=ip, role=role))
         self._call(f"register machine {self.host!r}", pipe.execute)
+
+    def claim_host(self) -> None:
+        """Make sure no other live server registers this host name.
+
+        If the registry holds another run's ``instance`` for this host, watch its
+        ``last_connect`` for one of its heartbeat intervals and a second: if it changes, that
+        server is alive and this one must not start; if not, it died (killed, its keys not
+        yet expired) and this one takes over.
+
+        Raises
+        ------
+        RegistryError
+            Another live server registers this host name.
+        """
+        keys = [self._key("instance"), self._key("last_connect"), self._key("ip")]
+        first = self._call("read the host's keys", self._redis.mget, keys)
+        if first[0] is None or first[0] == self.instance:
+            return
+        try:
+            beat_s = float(first[0].rpartition("/")[2])
+        except ValueError:
+            beat_s = self.ttl / 3
+        end = time.monotonic() + min(beat_s, 60.0) + 1.0
+        while time.monotonic() < end:
+            time.sleep(0.25)
+            now = self._call("read the host's keys", self._redis.mget, keys)
+            if now[0] is None:
+                return  # its keys expired meanwhile
+            if now[0] != first[0] or now[1] != first[1]:
+                raise RegistryError(
+                    f"the machine name {self.host!r} is registered by another live dao server "
+                    f"(ip {now[2]}, last heartbeat {now[1]}): stop it, or give this one "
+                    "another name (--host)")
 
     def heartbeat(self) -> bool:
         """Renew the TTL of every key this registry wrote and set ``last_connect`` to now.
@@ -268,7 +308,8 @@ class Registry:
         for name in list(self._streams):
             pipe.delete(*self._stream_keys(name))
             pipe.publish(CHANNEL, self._stream_event("removed", name))
-        pipe.delete(*(self._key(f) for f in ("ip", "hostname", "role", "last_connect")))
+        pipe.delete(*(self._key(f) for f in ("ip", "hostname", "role", "last_connect",
+                                             "instance")))
         pipe.set(f"{PREFIX}:gone:{self.host}", "stopped", px=self._px)  # nobody announces it
         pipe.publish(CHANNEL, self._event("machine", "removed"))
         self._call(f"unregister machine {self.host!r}", pipe.execute)

@@ -36,6 +36,7 @@ import redis
 
 from dao.errors import DaoError
 from dao.net import lease
+from dao.net.connect import redact as _redact
 from dao.net.connect import redis_client
 from dao.net.mirror import Mirror
 from dao.net.registry import DEFAULT_URL, PREFIX, Registry, _check_name, _error
@@ -232,7 +233,8 @@ class RemoteMirror:
                 holder = lease.client_of(who)
                 raise lease.LeaseError(
                     f"stream {self.name!r} of {self.host!r} is being written by client "
-                    f"{holder!r}: wait for it to release the lease (acquire(timeout=...)), "
+                    f"{holder!r}: wait for it to release the lease (acquire(timeout=...), or "
+                    "--timeout of dao remote mirror --write), "
                     "or stop that client", holder)
             time.sleep(0.05)
 
@@ -380,12 +382,14 @@ def mirror(
     with _registry(url) as reg:
         hosts = [m["host"] for m in reg.machines()]
         if host not in hosts:
-            raise RemoteError(f"no machine {host!r} in the registry at {reg!r}; registered: "
+            raise RemoteError(f"no machine {host!r} in the registry at {_redact(url)}; "
+                              "registered: "
                               f"{', '.join(hosts) or 'none'} (is 'dao server' running there?)")
         known = reg.streams(host)
         if name not in known:
             raise RemoteError(f"machine {host!r} has no stream {name!r}; it has: "
-                              f"{', '.join(sorted(known)) or 'none'}")
+                              f"{', '.join(sorted(known)) or 'none'} (its server publishes "
+                              "the streams of its folder that its --allow patterns match)")
         info = known[name]
     conn = redis_client(url, timeout=2.0)
     rm = RemoteMirror(url, host, name, client, mode, bidirectional, conn)

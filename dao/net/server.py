@@ -41,6 +41,7 @@ import fnmatch
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -187,6 +188,16 @@ class StreamServer:
         self.read_only = bool(read_only)
         self.scan_interval = float(scan_interval)
         self.stream_dir = os.path.abspath(stream_dir or shm_dir())
+        if not os.path.isdir(self.stream_dir):
+            raise ValueError(f"the stream folder {self.stream_dir} does not exist: create it, or "
+                             "give an existing folder (--dir)")
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((bind, 0))
+        except OSError as exc:
+            raise ValueError(f"cannot publish on {bind!r}: {exc.strerror or exc} (is it an "
+                             "address of this machine? --bind takes one of its IPv4 "
+                             "addresses, e.g. 127.0.0.1)") from None
         self.registry = Registry(redis_url, host=host, ttl=ttl)
         self.host = self.registry.host
         self._redis = redis_client(redis_url, timeout=2.0)
@@ -259,6 +270,7 @@ class StreamServer:
             Redis could not be reached when starting (later outages are logged and retried).
         """
         try:
+            self.registry.claim_host()
             self.registry.register_machine(self.bind)
             self._registered = True
             self._subscribe()
@@ -295,13 +307,19 @@ class StreamServer:
             self._stop.wait(0.2)
         else:
             if not self._redis_ok:
+                try:  # the call may not have needed Redis: ask it
+                    self._redis.ping()
+                except (redis.RedisError, OSError):
+                    return
                 log.info("server %s: Redis answers again", self.host)
                 self._redis_ok = True
                 self._recovered()
                 self._guard("send a heartbeat", self._heartbeat)
 
     def _recovered(self) -> None:
-        """After an outage: give clients time to renew their heartbeat keys."""
+        """After an outage: give clients time to renew their heartbeat keys, and the other
+        servers time to register again (none is announced as expired)."""
+        self._peers = set()
         later = time.monotonic() + RECOVER_S - GRACE_S
         for s in self._served.values():
             s.since = later
@@ -489,8 +507,9 @@ class StreamServer:
         both = bool(req.get("bidirectional"))
         if both and self.read_only:
             self._reply(name, client, f"the server of {self.host!r} is read-only: its streams "
-                        "cannot be written from other machines (mirror without "
-                        "bidirectional, or run that server without --read-only)")
+                        "cannot be written from other machines (mirror it without "
+                        "bidirectional=True or --write, or run that server without "
+                        "--read-only)")
             return
         if name not in self._known:
             self._reply(name, client, f"{self.host!r} publishes no stream {name!r} (it has: "
@@ -544,19 +563,25 @@ class StreamServer:
             in_use.add(s.record["port"])
             if s.writer is not None:
                 in_use.add(int(s.writer.address.rsplit(":", 1)[1]))
+        refused = "every port is taken"
         for port in candidates:
             if port != "*" and int(port) in in_use:
                 continue
             try:
                 return make(f"tcp://{self.bind}:{port}")
-            except BindError:
+            except BindError as exc:
+                refused = str(exc.__cause__ or exc)
                 continue
             except (DaoError, OSError, ValueError) as exc:
                 self._reply(name, client, f"cannot start the {what} of {name!r}: {exc}")
                 return None
-        self._reply(name, client, f"no free port for the {what} of {name!r} in "
-                    f"{'-'.join(map(str, self.ports or ('?', '?')))} on {self.bind} (widen "
-                    "the server's --ports)")
+        if self.ports is None:
+            self._reply(name, client, f"cannot bind the {what} of {name!r} on {self.bind}: "
+                        f"{refused}")
+        else:
+            self._reply(name, client, f"no free port for the {what} of {name!r} in "
+                        f"{self.ports[0]}-{self.ports[1]} on {self.bind} (widen the server's "
+                        "--ports)")
         return None
 
     def _serve(self, name: str, client: str) -> _Served | None:

@@ -14,7 +14,8 @@ from dao.errors import DaoError
 from dao.net.registry import CHANNEL, Registry, RegistryError
 from dao.testing import free_port, redis_server, wait_for
 
-MACHINE_FIELDS = ("ip", "hostname", "role", "last_connect")
+MACHINE_FIELDS = ("ip", "hostname", "role", "last_connect")  # the spec's
+OUR_FIELDS = ("instance",)  # this server's run and heartbeat interval (Registry.claim_host)
 
 
 @pytest.fixture
@@ -50,14 +51,16 @@ def test_machine_keys_as_in_the_spec(make, redis_url):
     reg = make("wfs1", ttl=30)
     reg.register_machine("10.0.0.7", role="master", hostname="wfs1.lab")
     r = raw(redis_url)
-    assert sorted(r.keys("dao:*")) == sorted(f"dao:machines:wfs1:{f}" for f in MACHINE_FIELDS)
+    assert sorted(r.keys("dao:*")) == sorted(f"dao:machines:wfs1:{f}"
+                                             for f in MACHINE_FIELDS + OUR_FIELDS)
     assert r.get("dao:machines:wfs1:ip") == "10.0.0.7"
+    assert r.get("dao:machines:wfs1:instance") == reg.instance
     assert r.get("dao:machines:wfs1:hostname") == "wfs1.lab"
     assert r.get("dao:machines:wfs1:role") == "master"
     stamp = datetime.fromisoformat(r.get("dao:machines:wfs1:last_connect"))
     assert stamp.utcoffset().total_seconds() == 0
     assert abs((datetime.now(UTC) - stamp).total_seconds()) < 5
-    for f in MACHINE_FIELDS:
+    for f in MACHINE_FIELDS + OUR_FIELDS:
         assert 25_000 < r.pttl(f"dao:machines:wfs1:{f}") <= 30_000
     assert reg.machines() == [
         {

@@ -225,6 +225,23 @@ def test_cli_errors(redis_url):
         assert "Traceback" not in p.stderr and p.stderr.startswith("dao "), p.stderr
 
 
+def test_server_refuses_what_cannot_work(machines, redis_url, tmp_path):
+    base = ["server", "--redis", redis_url, "--ttl", "3"]
+    cases = [
+        (["--host", "m1", "--bind", "127.0.0.4"], "registered by another live dao server"),
+        (["--host", "m9", "--dir", str(tmp_path / "nothing")], "does not exist"),
+        (["--host", "m9", "--bind", "192.0.2.77"], "is it an address of this machine"),
+    ]
+    for extra, why in cases:
+        p = subprocess.run([sys.executable, "-m", "dao.net.cli", *base, *extra],
+                           capture_output=True, text=True, timeout=60, env=child_environment())
+        assert p.returncode == 2 and why in p.stderr, (extra, p.stderr)
+        assert "Traceback" not in p.stderr
+    # the real m1 was not disturbed
+    assert {m["host"]: m["ip"] for m in remote.machines(redis_url)}["m1"] == "127.0.0.2"
+    assert machines["m1"][1].poll() is None
+
+
 def test_cli_remote_ls(machines, redis_url):
     name = unique_name()
     dao.shm(os.path.join(machines["m2"][0], name + ".im.shm"), np.zeros((2, 3))).close()
