@@ -409,11 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream demo frame rate, Hz (default 2000; implies --streams)")
     q.set_defaults(func=cmd_demo)
 
+    from dao.latency.cli import add_latency_parser
     from dao.net.cli import add_net_parsers
     from dao.runtime.cli import add_runtime_parsers
 
     add_runtime_parsers(sub)
     add_net_parsers(sub)
+    add_latency_parser(sub)
     return p
 
 

@@ -1,0 +1,251 @@
+"""The latency model of a loop configuration: the same system the loop runs (issue 14).
+
+:func:`loop_pipeline` turns a loop configuration (the one ``dao demo`` and
+:class:`dao.loop.AOLoop` take, :func:`dao.loop.config.load_loop_config`) and a
+:class:`~dao.latency.profile.HardwareProfile` into a :class:`~dao.latency.model.Pipeline`
+whose stages are the loop's, costed by the profile at the loop's sizes:
+
+====================  ========================================================================
+stage                 cost (seconds, distributions from the profile)
+====================  ========================================================================
+``camera``            the camera's frame written: time 0 of the frame (the loop's latency is
+                      counted from the camera frame's write time)
+``wfs_hop``           the Slopes process wakes on the camera stream's semaphore and reads
+                      the image: ``hop_loop_s["wfs_to_slopes"]`` if the profile measured it
+                      in a running loop (:func:`measure_loop_hops`), else ``hop_stream_s`` +
+                      ``stream.read`` of the image
+``slopes``            ``component.slopes.<sensor>`` (the estimator, the reference subtraction,
+                      the slopes write) + ``stream.write`` of the 32-byte timing record
+``slopes_hop``        likewise, ``hop_loop_s["slopes_to_controller"]`` or ``hop_stream_s`` +
+                      ``stream.read`` of the slopes
+``controller``        ``component.controller.<law>`` (the law, the command write) +
+                      ``stream.write`` of the timing record
+====================  ========================================================================
+
+``slopes`` and ``controller`` run on the ``cpu`` resource (the machine's cores) beside the
+loop's other busy processes (``camera_busy`` and the others of ``busy``, which keep
+cores busy while a frame goes through: the simulated camera computes the next frame), so they
+contend for cores when the machine has fewer than they need.
+
+The measured loop (:meth:`dao.loop.AOLoop.latency`) reports the same two stages:
+``camera_to_slopes`` (``wfs_hop + slopes``) and ``slopes_to_command``
+(``slopes_hop + controller``), and the end to end (camera frame to DM command).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from dao.latency.model import Cost, Pipeline, Prediction, Resource, Stage, predict
+from dao.latency.profile import HardwareProfile, Quantiles, loop_geometry
+
+__all__ = ["loop_pipeline", "predict_loop", "measure_loop", "measure_loop_hops",
+           "MEASURED_STAGES", "HOPS"]
+
+#: The hops of the loop: (input stream, component role) by name.
+HOPS = {"wfs_to_slopes": ("wfs_image", "slopes"), "slopes_to_controller": ("slopes", "controller")}
+
+#: The loop's measured stages (:meth:`dao.loop.AOLoop.latency`) as sums of model stages.
+MEASURED_STAGES = {
+    "camera_to_slopes": ("wfs_hop", "slopes"),
+    "slopes_to_command": ("slopes_hop", "controller"),
+}
+
+
+def _cost(q: Quantiles) -> Cost:
+    return Cost.samples(q.samples_s)
+
+
+def _config(config: str | os.PathLike | Mapping | None, n_subap: int | None,
+            sensor: str | None) -> dict[str, Any]:
+    from dao.loop.config import load_loop_config
+
+    over: dict[str, Any] = {}
+    if n_subap is not None:
+        over["bench"] = {"n_subap": int(n_subap)}
+    if sensor is not None:
+        over["sensor"] = {"type": sensor}
+    return load_loop_config(dict(config) if isinstance(config, Mapping) else config, **over)
+
+
+def loop_pipeline(config: str | os.PathLike | Mapping | None = None,
+                  profile: HardwareProfile | None = None, *, n_subap: int | None = None,
+                  sensor: str | None = None, period_s: float | None = None,
+                  busy_cores: float = 1.0) -> Pipeline:
+    """The :class:`~dao.latency.model.Pipeline` of a loop configuration on a machine.
+
+    Parameters
+    ----------
+    config : path, dict or None
+        A loop configuration (TOML file or dict), as :class:`dao.loop.AOLoop` takes.
+    profile : HardwareProfile
+        The machine (:func:`dao.latency.profile.calibrate`, or a catalogue entry).
+    n_subap, sensor : optional
+        Override ``bench.n_subap`` and ``sensor.type``.
+    period_s : float, optional
+        Seconds between camera frames; default ``1 / bench.frame_rate`` (a simulated camera
+        slower than that runs at its own pace: give the period measured).
+    busy_cores : float
+        Cores kept busy by the loop's other processes while a frame goes through (the
+        simulated camera computing the next frame: 1); the stages share the others.
+
+    Returns
+    -------
+    Pipeline
+        Stages ``camera``, ``wfs_hop``, ``slopes``, ``slopes_hop``, ``controller``.
+
+    Raises
+    ------
+    ValueError
+        No profile, or a profile without the hop or kernels this loop needs (the message says
+        which, and how to measure them).
+    """
+    if profile is None:
+        raise ValueError("give a hardware profile: dao.latency.profile.calibrate(), or "
+                         "HardwareProfile.load(path) of one saved by dao latency calibrate")
+    cfg = _config(config, n_subap, sensor)
+    kind = cfg["sensor"]["type"]
+    n = int(cfg["bench"]["n_subap"])
+    law = cfg["controller"]["law"]
+    geo = _geometry(profile, kind, n)
+    if profile.hop_stream_s is None and not profile.hop_loop_s:
+        raise ValueError(f"profile {profile.name!r} has no stream hop: calibrate this machine "
+                         "(dao latency calibrate)")
+    est = "shack-hartmann" if kind == "shack-hartmann" else "pyramid"
+    timing = _cost(profile.cost("stream.write", geo["timing_bytes"]))
+    slopes = _cost(profile.cost(f"component.slopes.{est}", geo["estimator_size"])) + timing
+    ctl = _cost(profile.cost(f"component.controller.{law}", geo["matrix_elements"])) + timing
+
+    def hop(name: str, nbytes: int) -> Cost:
+        if name in profile.hop_loop_s:  # measured in a loop: the wake-up and the read
+            return _cost(profile.hop_loop_s[name])
+        return _cost(profile.hop_stream_s) + _cost(profile.cost("stream.read", nbytes))
+    free = max(1, round(profile.cores - busy_cores))
+    cpu = Resource("cpu", free)
+    stages = [
+        Stage("camera", 0.0),
+        Stage("wfs_hop", hop("wfs_to_slopes", geo["wfs_bytes"]), ["camera"]),
+        Stage("slopes", slopes, ["wfs_hop"], cpu),
+        Stage("slopes_hop", hop("slopes_to_controller", geo["slopes_bytes"]), ["slopes"]),
+        Stage("controller", ctl, ["slopes_hop"], cpu),
+    ]
+    if period_s is None:
+        period_s = 1.0 / float(cfg["bench"]["frame_rate"])
+    return Pipeline(stages, [cpu], period_s=period_s)
+
+
+def _geometry(profile: HardwareProfile, kind: str, n: int) -> dict[str, Any]:
+    """The loop's sizes: from the profile if it measured this loop, else computed."""
+    for geo in profile.loops.values():
+        if geo.get("sensor") == kind and int(geo.get("n_subap", -1)) == n:
+            return geo
+    return loop_geometry(kind, n)
+
+
+def predict_loop(config: str | os.PathLike | Mapping | None = None,
+                 profile: HardwareProfile | None = None, *, frames: int = 4000,
+                 rng: int = 0, **kwargs: Any) -> dict[str, Any]:
+    """Predicted latencies of a loop configuration, as the loop reports its measured ones.
+
+    Parameters
+    ----------
+    config, profile, kwargs
+        See :func:`loop_pipeline`.
+    frames : int
+        Frames simulated.
+    rng : int
+        Seed.
+
+    Returns
+    -------
+    dict
+        ``latency_p50_s``, ``latency_p99_s`` (camera frame to DM command), and the same for
+        each of :data:`MEASURED_STAGES` (``latency_camera_to_slopes_p50_s``...), seconds;
+        ``bottleneck`` (the stage to speed up first) and ``prediction`` (the
+        :class:`~dao.latency.model.Prediction`).
+    """
+    pipe = loop_pipeline(config, profile, **kwargs)
+    pred: Prediction = predict(pipe, frames=frames, rng=rng)
+    tl = pred.timeline
+    out: dict[str, Any] = {}
+    end = tl.end_to_end_s()
+    out["latency_p50_s"], out["latency_p99_s"] = (float(np.percentile(end, q))
+                                                  for q in (50, 99))
+    for name, (first, last) in MEASURED_STAGES.items():
+        before = tl.stage_latency_s(_upstream(pipe, first))
+        span = tl.stage_latency_s(last) - before
+        out[f"latency_{name}_p50_s"] = float(np.percentile(span, 50))
+        out[f"latency_{name}_p99_s"] = float(np.percentile(span, 99))
+    out["bottleneck"] = pred.bottleneck
+    out["prediction"] = pred
+    return out
+
+
+def _upstream(pipe: Pipeline, name: str) -> str:
+    inputs = pipe[name].inputs
+    return inputs[0]
+
+
+def measure_loop(config: str | os.PathLike | Mapping | None = None, *, frames: int = 2000,
+                 settle: int = 300, n_subap: int | None = None, sensor: str | None = None,
+                 gain: float = 0.4) -> dict[str, Any]:
+    """Run the loop of ``config`` closed for ``frames`` frames and measure its latencies
+    (the same figures as :func:`predict_loop`), and the wake-up of each of its hops.
+
+    Returns
+    -------
+    dict
+        ``latency_p50_s``, ``latency_p99_s`` and those of :data:`MEASURED_STAGES`,
+        ``loop_rate_hz``, and ``hops``: ``{hop: wake-up samples (s)}`` for :data:`HOPS`
+        (the input frame's write time to the component's ``start_ns``).
+    """
+    from dao.loop import AOLoop
+
+    cfg = _config(config, n_subap, sensor)
+    with AOLoop(cfg) as ao:
+        ao.gain = gain
+        ao.wait(settle)
+        since = ao.frame
+        ao.wait(frames)
+        out: dict[str, Any] = dict(ao.latency(since=since))
+        written = {}
+        for key in ("wfs_image", "slopes"):
+            if key == "wfs_image":  # the camera's frames record: frame id -> write time
+                rows = ao.streams["frames"].get_history()[:, :, 0]
+                written[key] = {int(r[0]): int(r[1]) for r in rows if r[0] > since}
+            else:
+                meta = ao.streams[key].history_metadata()
+                written[key] = {int(c): int(t) for c, t in zip(meta.cnt2, meta.time_ns,
+                                                                 strict=True) if c > since}
+        hops = {}
+        for name, (stream, role) in HOPS.items():
+            t = ao.timing(role)
+            w = written[stream]
+            hops[name] = np.array([(s - w[int(f)]) * 1e-9 for f, s in
+                                   zip(t["frame_id"], t["start_ns"], strict=True)
+                                   if int(f) in w])
+        out["hops"] = hops
+    return out
+
+
+def measure_loop_hops(profile: HardwareProfile, n_subap: int = 10, frames: int = 2000,
+                      sensor: str = "shack-hartmann") -> HardwareProfile:
+    """Measure the wake-up of each hop of a running loop (the default configuration with
+    ``n_subap`` subapertures across) into ``profile.hop_loop_s``; return the profile.
+
+    A hop in a running loop costs more than between two quiet processes (the writer goes on
+    working after its write, on the core the woken reader is placed on; the caches are
+    cold): measured once on a small loop, it serves to predict loops of every size.
+    """
+    from dao.latency.profile import Quantiles
+
+    got = measure_loop(None, frames=frames, n_subap=n_subap, sensor=sensor)
+    for name, samples in got["hops"].items():
+        profile.hop_loop_s[name] = Quantiles.from_samples(samples)
+    profile.notes["hop_loop"] = (f"measured in a running {sensor} {n_subap}x{n_subap} loop, "
+                                 f"{frames} frames")
+    return profile
