@@ -1127,6 +1127,21 @@ def calibrate(quick: bool = False, progress: Callable[[float, str], Any] | None 
 
     import numba
 
+    from dao.loop.aoloop import kernel_threads
+
+    threads_before = numba.get_num_threads()
+    numba.set_num_threads(min(kernel_threads(), numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _calibrate(quick, say, labels, cores, budget, t_start)
+    finally:
+        numba.set_num_threads(threads_before)
+
+
+def _calibrate(quick: bool, say: Callable[[float, str], None], labels: list[str], cores: int,
+               budget: _Budget, t_start: float) -> HardwareProfile:
+    """:func:`calibrate`'s body, with Numba's threads as the loop's components have them."""
+    import numba
+
     notes: dict[str, str] = {
         "cpu": _cpu_model(), "python": sys.version.split()[0], "numpy": np.__version__,
         "numba": numba.__version__, "numba_threads": str(numba.get_num_threads()),

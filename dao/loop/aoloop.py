@@ -497,7 +497,8 @@ class AOLoop:
             spec[k]["streams"]["timing"] = self.timing_streams[k]
             if int(run.get("priority", 0)) > 0:  # SCHED_FIFO for the processing threads
                 spec[k]["priority"] = min(99, int(run["priority"]))
-        env = {"DAO_SHM_DIR": self.stream_dir}  # the components find the streams by name
+        env = {"DAO_SHM_DIR": self.stream_dir,  # the components find the streams by name
+               "NUMBA_NUM_THREADS": str(kernel_threads(int(run.get("kernel_threads", 0))))}
         # the components' log records, gathered on a log bus of this loop (loopback, any port)
         from dao.runtime.logbus import LogForwarder
 
@@ -1285,3 +1286,15 @@ class AOLoop:
         write_history({k: self.streams[k] for k in ("slopes", "dm_command", "frames", "science")},
                       path)
         return str(path)
+
+
+def kernel_threads(configured: int = 0) -> int:
+    """Numba threads for each component's kernels: ``configured``, or for 0 half the cores
+    this process may use (at least 1), since the loop's processes keep the others busy."""
+    if configured > 0:
+        return configured
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)

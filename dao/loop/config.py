@@ -111,6 +111,10 @@ max_image_history_bytes = 67108864
 priority = 0            # SCHED_FIFO priority of the components' processing threads (1-99;
                         # 0: the normal scheduler). Keeps a notebook or a browser on the same
                         # machine from delaying the loop; needs root or CAP_SYS_NICE.
+kernel_threads = 0      # Numba threads of each component's kernels (0: half the cores, at
+                        # least 1). A kernel split over more threads than there are idle
+                        # cores waits for a busy one: on 2 cores, 1 halves the 20x20 loop's
+                        # latency p50 and cuts its p99 7x (BENCHMARKS.md).
 
 [streams]
 wfs_image = "wfs_image"
@@ -302,6 +306,8 @@ _RULES: dict[str, _Rule] = {
     "run.ready_timeout": _number(ge=1, what="seconds"),
     "run.max_image_history_bytes": _integer(1),
     "run.priority": _integer(0, 99, what="SCHED_FIFO priority; 0: the normal scheduler"),
+    "run.kernel_threads": _integer(0, 1024, what="Numba threads per component; 0: half the "
+                                   "cores"),
 }
 
 #: Keys of each table beyond the default's: ``[sensor]`` options the bench or the slope
