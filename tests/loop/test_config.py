@@ -125,3 +125,14 @@ def test_the_defaults_and_good_values_load(tmp_path):
 def test_a_component_class_that_cannot_be_loaded_is_refused_early():
     with pytest.raises(ValueError, match=r"components.slopes.class .*dao.loop.components:Slopes"):
         load_loop_config({"components": {"slopes": {"class": "dao.loop_components:Slopes"}}})
+
+
+def test_kernel_threads_half_the_cores_by_default():
+    import os
+
+    from dao.loop.aoloop import kernel_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert kernel_threads(0) == max(1, cores // 2)
+    assert kernel_threads(3) == 3
+    assert load_loop_config({"run": {"kernel_threads": 2}})["run"]["kernel_threads"] == 2
