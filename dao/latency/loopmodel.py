@@ -211,16 +211,18 @@ def measure_loop(config: str | os.PathLike | Mapping | None = None, *, frames: i
         ao.wait(settle)
         since = ao.frame
         ao.wait(frames)
+        until = since + frames  # frames after these may still be under way
         out: dict[str, Any] = dict(ao.latency(since=since))
         written = {}
         for key in ("wfs_image", "slopes"):
             if key == "wfs_image":  # the camera's frames record: frame id -> write time
                 rows = ao.streams["frames"].get_history()[:, :, 0]
-                written[key] = {int(r[0]): int(r[1]) for r in rows if r[0] > since}
+                written[key] = {int(r[0]): int(r[1]) for r in rows if since < r[0] <= until}
             else:
                 meta = ao.streams[key].history_metadata()
                 written[key] = {int(c): int(t) for c, t in zip(meta.cnt2, meta.time_ns,
-                                                                 strict=True) if c > since}
+                                                                 strict=True)
+                                if since < c <= until}
         hops = {}
         for name, (stream, role) in HOPS.items():
             t = ao.timing(role)
@@ -243,7 +245,7 @@ def measure_loop_hops(profile: HardwareProfile, n_subap: int = 10, frames: int =
     """
     from dao.latency.profile import Quantiles
 
-    got = measure_loop(None, frames=frames, n_subap=n_subap, sensor=sensor)
+    got = measure_loop(None, frames=frames, settle=1000, n_subap=n_subap, sensor=sensor)
     for name, samples in got["hops"].items():
         profile.hop_loop_s[name] = Quantiles.from_samples(samples)
     profile.notes["hop_loop"] = (f"measured in a running {sensor} {n_subap}x{n_subap} loop, "
