@@ -43,6 +43,17 @@ def ls_mirror_row(stream_dir: str, local: str) -> list[str]:
     raise AssertionError(f"no mirror {local} in:\n{out}")
 
 
+def written_stream(testbed, writer, period: float = 0.02) -> tuple:
+    """Start machine m1 with a writer process of a stream (50 Hz by default); return
+    ``(url, m1, name)`` once the stream is registered."""
+    testbed.start("m1")
+    url, m1 = testbed.redis.url, testbed.machines["m1"]
+    name = unique_name()
+    writer(m1.folder, name, period)
+    wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
+    return url, m1, name
+
+
 def quiet_stream(testbed, shape=(4,), dtype=np.float32, **start) -> tuple:
     """Start machine m1 with a stream of zeros that nobody writes (a DM command, say);
     return ``(url, m1, name, source)`` once the stream is registered."""
@@ -83,11 +94,7 @@ def test_machines_are_separate_hosts(testbed, writer):
 
 
 def test_redis_restarted_mid_stream(testbed, writer):
-    testbed.start("m1")
-    url = testbed.redis.url
-    name = unique_name()
-    writer(testbed.machines["m1"].folder, name, 0.005)
-    wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
+    url, _, name = written_stream(testbed, writer, 0.005)
     with remote.mirror(url, "m1", name, local_name=unique_name(), mode="every",
                        depth=64) as m:
         fresh_frames(m, 20)
@@ -107,11 +114,7 @@ def test_redis_restarted_mid_stream(testbed, writer):
 
 
 def test_server_killed_and_back(testbed, writer, stream_dir):
-    testbed.start("m1")
-    url, m1 = testbed.redis.url, testbed.machines["m1"]
-    name = unique_name()
-    writer(m1.folder, name)
-    wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
+    url, m1, name = written_stream(testbed, writer)
     with remote.mirror(url, "m1", name, local_name=unique_name()) as m, \
             remote.mirror(url, "m1", name, local_name=unique_name(), mode="every",
                           depth=2048) as e:
@@ -152,11 +155,7 @@ def test_server_killed_and_back(testbed, writer, stream_dir):
 
 
 def test_one_writer_per_local_stream(testbed, writer, procs):
-    testbed.start("m1")
-    url = testbed.redis.url
-    name = unique_name()
-    writer(testbed.machines["m1"].folder, name)
-    wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
+    url, _, name = written_stream(testbed, writer)
     local = unique_name()
     with remote.mirror(url, "m1", name, local_name=local):
         with pytest.raises(MirrorError, match="another mirror of this process"):
@@ -198,11 +197,7 @@ def start_client(procs, url: str, name: str, local: str, write: bool = False) ->
 
 
 def test_killed_client_stops_its_publisher(testbed, writer, procs):
-    testbed.start("m1")
-    url = testbed.redis.url
-    name = unique_name()
-    writer(testbed.machines["m1"].folder, name)
-    wait_for(lambda: name in remote.streams(url, "m1"), 3.0, what="registered")
+    url, _, name = written_stream(testbed, writer)
     local = unique_name()
     p, client = start_client(procs, url, name, local)
 
