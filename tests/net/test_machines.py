@@ -171,6 +171,30 @@ def test_one_writer_per_local_stream(testbed, writer, procs):
     dao.shm(other).delete()
 
 
+def test_dead_machine_is_announced_once(testbed):
+    from dao.net.registry import Registry
+
+    testbed.start("m1", "m2", "m3")
+    with Registry(testbed.redis.url, host="watcher") as reg, reg.subscribe() as changes:
+        testbed.machines["m3"].kill(signal.SIGTERM)  # a clean stop: its own "removed"
+        testbed.machines["m2"].kill(signal.SIGKILL)  # dies without a word
+        t0 = time.monotonic()
+        events = []
+        while time.monotonic() - t0 < 5 + 5 / 3 + 3:  # its TTL, a heartbeat of the others
+            e = changes.get(0.5)
+            if e and e["kind"] == "machine":
+                events.append(e)
+            if any(x.get("reason") == "expired" for x in events):
+                break
+        time.sleep(2)  # m1 and any late announcer: still one event
+        while (e := changes.get(0.1)) is not None:
+            if e["kind"] == "machine":
+                events.append(e)
+    gone = [(e["host"], e["event"], e.get("reason")) for e in events]
+    assert sorted(gone) == [("m2", "removed", "expired"), ("m3", "removed", None)], gone
+    assert {m["host"] for m in remote.machines(testbed.redis.url)} == {"m1"}
+
+
 # A client of its own: mirrors stream argv[2] of m1 into argv[3] (bidirectional and holding
 # the lease if argv[4] is "write"), says "ready CLIENT_ID", then waits to be killed.
 CLIENT = r"""
