@@ -35,6 +35,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check dao hw tests benchmarks
 
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'  # daolite, for benchmarks/latency_daolite.py
 	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done
 
 clean:
