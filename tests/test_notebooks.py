@@ -20,7 +20,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 #: Seconds between two cells in the cell-by-cell runs: a person reading before running on.
 PAUSE = {"01_streams": 3.0, "02_close_the_loop": 1.5, "03_tune_the_loop": 1.5,
-         "04_fifo_histories": 1.5, "05_prototype_a_controller": 1.5, "06_remote_streams": 1.5}
+         "04_fifo_histories": 1.5, "05_prototype_a_controller": 1.5, "06_remote_streams": 1.5,
+         "07_latency_budget": 1.5}
 
 
 # -- running -------------------------------------------------------------------------------
@@ -413,10 +414,116 @@ def check_06(nb, kernel) -> None:
                     "server": 0, "source": -15, "registry": False}, left
 
 
+CHECK_07 = """
+import json
+tl = predicted["prediction"].timeline
+end = tl.end_to_end_s()
+k = int(np.argsort(end, kind="stable")[(end.size - 1) // 2])
+figures = {}
+for name, d in scenarios.items():
+    src = measured if d is None else d
+    figures[name] = {key: float(src[key]) for key in src if key.startswith("latency_")
+                     and key.endswith(("_p50_s", "_p99_s"))}
+    figures[name]["frames"] = (float(measured["latency_p50_s"] / period_s) if d is None
+                               else float(d["prediction"].latency_frames_p50))
+    figures[name]["bottleneck"] = "" if d is None else d["bottleneck"]
+print(json.dumps({
+    "compare": compare.to_dict("split"), "what_if": what_if.to_dict("split"),
+    "figures": figures, "period_s": period_s, "rate": measured["loop_rate_hz"],
+    "k": k, "stages": list(tl.stages),
+    "timeline": {s: [tl.ready_s[s][k].tolist(), tl.start_s[s][k].tolist(),
+                     tl.end_s[s][k].tolist()] for s in tl.stages},
+    "frame_id": frame_id, "frame": frame, "measured_ids": measured["frame_id"].tolist(),
+    "measured_latency_s": measured["latency_s"].tolist(),
+    "bottleneck": predicted["bottleneck"], "gain_s": predicted["prediction"].gain_s,
+    "other": {"name": other.name, "measured": other.measured, "cores": other.cores}}))
+"""
+
+
+def check_07(nb, kernel) -> None:
+    """The tables show the predicted and measured latencies (the dicts' values, in µs); the
+    timeline plot draws the model's median frame (bars = the timeline, µs) with the measured
+    median frame over it; the what-if rows are the predictions they name."""
+    us = lambda s: round(s * 1e6, 1)  # noqa: E731 - the tables' rounding
+    figures = kernel["figures"]
+    meas, pred = figures["10x10, this machine (measured)"], figures["10x10, this machine"]
+    compare = kernel["compare"]
+    assert compare["index"] == ["camera to DM command", "camera to slopes", "slopes to command"]
+    assert compare["columns"] == ["predicted p50 (µs)", "measured p50 (µs)",
+                                  "predicted p99 (µs)", "measured p99 (µs)"]
+    for row, key in zip(compare["data"], ("latency", "latency_camera_to_slopes",
+                                          "latency_slopes_to_command"), strict=True):
+        assert row == [us(pred[f"{key}_p50_s"]), us(meas[f"{key}_p50_s"]),
+                       us(pred[f"{key}_p99_s"]), us(meas[f"{key}_p99_s"])], row
+    # sane figures: tens of µs at 10x10 on any machine, the model within a factor 3 at p50
+    assert 5e-6 < meas["latency_p50_s"] < 2e-3 and 5e-6 < pred["latency_p50_s"] < 2e-3
+    assert 1 / 3 < pred["latency_p50_s"] / meas["latency_p50_s"] < 3, (pred, meas)
+    assert 200 < kernel["rate"] < 5000 and kernel["period_s"] == 1 / kernel["rate"]
+    (html,) = [o["data"]["text/html"] for o in cell_outputs(nb, "compare = pd.DataFrame(")
+               if "text/html" in o.get("data", {})]
+    for value in compare["data"][0]:
+        assert f">{value}<" in html, value
+    # the timeline plot: the model's frame k, in µs, and the measured frame over it
+    outputs = cell_outputs(nb, "show(timeline)")
+    sources = {s.get("name"): {k: _decode(v) for k, v in s["data"]["entries"]}
+               for s in bokeh_models(outputs, "ColumnDataSource")}
+    assert set(sources) == {"model", "waiting", "measured"}
+    model, waiting, measured = sources["model"], sources["waiting"], sources["measured"]
+    k, tl = kernel["k"], kernel["timeline"]
+    assert list(dict.fromkeys(model["stage"])) == kernel["stages"] == [
+        "camera", "wfs_hop", "slopes", "slopes_hop", "controller"]
+    for s, (ready, start, end) in tl.items():
+        rows = [i for i, st in enumerate(model["stage"]) if st == s]
+        np.testing.assert_allclose(np.asarray(model["left"], float)[rows], np.multiply(start, 1e6))
+        np.testing.assert_allclose(np.asarray(model["right"], float)[rows], np.multiply(end, 1e6))
+        np.testing.assert_allclose(np.asarray(waiting["left"], float)[rows],
+                                   np.multiply(ready, 1e6))
+    np.testing.assert_allclose(max(np.asarray(model["right"], float)),
+                               max(e[-1] for _, _, e in tl.values()) * 1e6)
+    assert list(measured["stage"]) == ["wfs_hop", "slopes", "slopes_hop", "controller"]
+    frame = kernel["frame"]
+    np.testing.assert_allclose(np.asarray(measured["left"], float),
+                               [frame[s][0] * 1e6 for s in measured["stage"]])
+    np.testing.assert_allclose(np.asarray(measured["right"], float),
+                               [frame[s][1] * 1e6 for s in measured["stage"]])
+    lat = np.asarray(kernel["measured_latency_s"])
+    i = kernel["measured_ids"].index(kernel["frame_id"])
+    assert lat[i] == frame["controller"][1] == sorted(lat)[(lat.size - 1) // 2]
+    axes = bokeh_models(outputs, "LinearAxis")
+    assert [a["axis_label"] for a in axes] == ["time from the frame's start (µs)"]
+    titles = [t["text"] for t in bokeh_models(outputs, "Title")]
+    assert f"frame {k}:" in titles[0], titles
+    items = [i["label"]["value"] for i in bokeh_models(outputs, "LegendItem")]
+    assert items == ["waiting (model)", "model", "measured"], items
+    # what if: each row is the prediction (or the measurement) it names
+    what_if = kernel["what_if"]
+    assert what_if["columns"] == ["p50 (µs)", "p99 (µs)", "frames of delay p50",
+                                  "speed up first"]
+    assert what_if["index"] == list(figures) == [
+        "10x10, this machine (measured)", "10x10, this machine", "40x40, this machine",
+        "10x10, camera at 0.5 ms", f"10x10, {kernel['other']['name']}"]
+    for row, f in zip(what_if["data"], figures.values(), strict=True):
+        assert row == [us(f["latency_p50_s"]), us(f["latency_p99_s"]), round(f["frames"], 3),
+                       f["bottleneck"]], row
+    big, fast = figures["40x40, this machine"], figures["10x10, camera at 0.5 ms"]
+    assert big["latency_p50_s"] > pred["latency_p50_s"]  # 16 times the subapertures
+    assert fast["frames"] > pred["frames"] * 1.2  # the same latency, a larger part of a frame
+    assert kernel["other"]["measured"] is False and kernel["other"]["cores"] == 96
+    (html,) = [o["data"]["text/html"] for o in cell_outputs(nb, "what_if = pd.DataFrame(")
+               if "text/html" in o.get("data", {})]
+    assert "40x40, this machine" in html and kernel["other"]["name"] in html
+    # the stage to speed up first: the largest gain, printed
+    gain = kernel["gain_s"]
+    assert kernel["bottleneck"] == max(gain, key=gain.get)
+    printed = "".join(o.get("text", "") for o in cell_outputs(nb, "pred.bottleneck"))
+    assert printed.strip().endswith(f"speed up first: {kernel['bottleneck']}"), printed
+
+
 CHECKS = {"01_streams": (CHECK_01, check_01), "02_close_the_loop": (CHECK_02, check_02),
           "03_tune_the_loop": (CHECK_03, check_03), "04_fifo_histories": (CHECK_04, check_04),
           "05_prototype_a_controller": (CHECK_05, check_05),
-          "06_remote_streams": (CHECK_06, check_06)}
+          "06_remote_streams": (CHECK_06, check_06),
+          "07_latency_budget": (CHECK_07, check_07)}
 
 
 # -- the tests -------------------------------------------------------------------------------

@@ -185,4 +185,5 @@ def derive(spec: MachineSpec | str, base: HardwareProfile,
         cores=spec.cores, memory_bandwidth_bytes_per_s=expected_copy,
         hop_stream_s=base.hop_stream_s, hop_zmq_s=base.hop_zmq_s,
         hop_frame_bytes=base.hop_frame_bytes, kernels=kernels, loops=dict(base.loops),
-        measured=False, notes={k: str(v) for k, v in notes.items()})
+        hop_loop_s=dict(base.hop_loop_s), measured=False,
+        notes={k: str(v) for k, v in notes.items()})

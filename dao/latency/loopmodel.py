@@ -44,7 +44,7 @@ from dao.latency.model import Cost, Pipeline, Prediction, Resource, Stage, predi
 from dao.latency.profile import HardwareProfile, Quantiles, loop_geometry
 
 __all__ = ["loop_pipeline", "predict_loop", "measure_loop", "measure_loop_hops",
-           "MEASURED_STAGES", "HOPS"]
+           "measure_frames", "measured_frame", "MEASURED_STAGES", "TRACED_STAGES", "HOPS"]
 
 #: The hops of the loop: (input stream, component role) by name.
 HOPS = {"wfs_to_slopes": ("wfs_image", "slopes"), "slopes_to_controller": ("slopes", "controller")}
@@ -251,3 +251,100 @@ def measure_loop_hops(profile: HardwareProfile, n_subap: int = 10, frames: int =
     profile.notes["hop_loop"] = (f"measured in a running {sensor} {n_subap}x{n_subap} loop, "
                                  f"{frames} frames")
     return profile
+
+
+#: The model stages a measured frame is cut into (:func:`measure_frames`), in the loop's order:
+#: each one's start and end, as the running loop records them.
+TRACED_STAGES = ("wfs_hop", "slopes", "slopes_hop", "controller")
+
+
+def measure_frames(config: str | os.PathLike | Mapping | None = None, *, frames: int = 2000,
+                   settle: int = 300, n_subap: int | None = None, sensor: str | None = None,
+                   gain: float = 0.4) -> dict[str, Any]:
+    """:func:`measure_loop`, and each measured frame's way through the loop, stage by stage.
+
+    Per frame, the times of :data:`TRACED_STAGES` in s from the camera frame's write time:
+    ``wfs_hop`` from the camera's write to the Slopes process' ``start_ns``, ``slopes`` from
+    there to the slopes stream's write, ``slopes_hop`` from that write to the Controller's
+    ``start_ns``, ``controller`` from there to the DM command's write.
+
+    Returns
+    -------
+    dict
+        What :func:`measure_loop` returns (``latency_p50_s``..., ``loop_rate_hz``, ``hops``),
+        and ``frame_id`` (the frames every record of which was found, shape ``(n,)``),
+        ``start_s`` and ``end_s`` (``{stage: array (n,)}``, s from the camera's write) and
+        ``latency_s`` (camera write to DM command, the ``controller``'s end).
+    """
+    from dao.loop import AOLoop
+
+    cfg = _config(config, n_subap, sensor)
+    with AOLoop(cfg) as ao:
+        ao.gain = gain
+        ao.wait(settle)
+        since = ao.frame
+        ao.wait(frames)
+        until = since + frames  # frames after these may still be under way
+        out: dict[str, Any] = dict(ao.latency(since=since))
+        rows = ao.streams["frames"].get_history()[:, :, 0]
+        camera = {int(r[0]): int(r[1]) for r in rows if since < r[0] <= until}
+        written = {}
+        for key in ("slopes", "dm_command"):
+            meta = ao.streams[key].history_metadata()
+            written[key] = {int(c): int(t) for c, t in zip(meta.cnt2, meta.time_ns, strict=True)
+                            if since < c <= until}
+        started = {}
+        for role in ("slopes", "controller"):
+            t = ao.timing(role)
+            started[role] = {int(f): int(s) for f, s in zip(t["frame_id"], t["start_ns"],
+                                                            strict=True)}
+    hops = {}
+    for name, (stream, role) in HOPS.items():
+        w = camera if stream == "wfs_image" else written[stream]
+        hops[name] = np.array([(s - w[f]) * 1e-9 for f, s in started[role].items() if f in w])
+    out["hops"] = hops
+    ids = sorted(f for f in camera if f in written["slopes"] and f in written["dm_command"]
+                 and f in started["slopes"] and f in started["controller"])
+    t0 = np.array([camera[f] for f in ids], dtype=np.int64)
+    marks = [np.array([d[f] for f in ids], dtype=np.int64) - t0
+             for d in (started["slopes"], written["slopes"], started["controller"],
+                       written["dm_command"])]
+    edges = [np.zeros(len(ids), dtype=np.int64), *marks]
+    out["frame_id"] = np.array(ids, dtype=np.int64)
+    out["start_s"] = {s: edges[i] * 1e-9 for i, s in enumerate(TRACED_STAGES)}
+    out["end_s"] = {s: edges[i + 1] * 1e-9 for i, s in enumerate(TRACED_STAGES)}
+    out["latency_s"] = out["end_s"]["controller"].copy()
+    return out
+
+
+def measured_frame(measured: Mapping[str, Any], which: str | int = "median"
+                   ) -> tuple[int, dict[str, tuple[float, float]]]:
+    """One frame of :func:`measure_frames`, as :func:`dao.latency.plot.timeline_figure` draws it.
+
+    Parameters
+    ----------
+    measured : dict
+        What :func:`measure_frames` returned.
+    which : "median" or int
+        ``"median"``: the frame of median end-to-end latency; an int: that frame id.
+
+    Returns
+    -------
+    (int, dict)
+        The frame id, and ``{stage: (start_s, end_s)}`` in s from the camera's write.
+    """
+    ids = np.asarray(measured["frame_id"])
+    if ids.size == 0:
+        raise ValueError("no measured frame: every frame's records were missing")
+    if isinstance(which, str):
+        if which != "median":
+            raise ValueError(f"which is 'median' or a frame id, got {which!r}")
+        lat = np.asarray(measured["latency_s"])
+        i = int(np.argsort(lat, kind="stable")[(lat.size - 1) // 2])
+    else:
+        hit = np.flatnonzero(ids == int(which))
+        if hit.size == 0:
+            raise ValueError(f"frame {which} was not measured (frames {ids[0]} to {ids[-1]})")
+        i = int(hit[0])
+    return int(ids[i]), {s: (float(measured["start_s"][s][i]), float(measured["end_s"][s][i]))
+                         for s in TRACED_STAGES}
