@@ -203,35 +203,10 @@ def measure_loop(config: str | os.PathLike | Mapping | None = None, *, frames: i
         ``loop_rate_hz``, and ``hops``: ``{hop: wake-up samples (s)}`` for :data:`HOPS`
         (the input frame's write time to the component's ``start_ns``).
     """
-    from dao.loop import AOLoop
-
-    cfg = _config(config, n_subap, sensor)
-    with AOLoop(cfg) as ao:
-        ao.gain = gain
-        ao.wait(settle)
-        since = ao.frame
-        ao.wait(frames)
-        until = since + frames  # frames after these may still be under way
-        out: dict[str, Any] = dict(ao.latency(since=since))
-        written = {}
-        for key in ("wfs_image", "slopes"):
-            if key == "wfs_image":  # the camera's frames record: frame id -> write time
-                rows = ao.streams["frames"].get_history()[:, :, 0]
-                written[key] = {int(r[0]): int(r[1]) for r in rows if since < r[0] <= until}
-            else:
-                meta = ao.streams[key].history_metadata()
-                written[key] = {int(c): int(t) for c, t in zip(meta.cnt2, meta.time_ns,
-                                                                 strict=True)
-                                if since < c <= until}
-        hops = {}
-        for name, (stream, role) in HOPS.items():
-            t = ao.timing(role)
-            w = written[stream]
-            hops[name] = np.array([(s - w[int(f)]) * 1e-9 for f, s in
-                                   zip(t["frame_id"], t["start_ns"], strict=True)
-                                   if int(f) in w])
-        out["hops"] = hops
-    return out
+    got = measure_frames(config, frames=frames, settle=settle, n_subap=n_subap,
+                         sensor=sensor, gain=gain)
+    return {k: v for k, v in got.items()
+            if k not in ("frame_id", "start_s", "end_s", "latency_s")}
 
 
 def measure_loop_hops(profile: HardwareProfile, n_subap: int = 10, frames: int = 2000,
