@@ -65,7 +65,7 @@ def main() -> None:
     frames = 500 if args.quick else 2000
     print(__import__("json").dumps(machine()))
     profile = lat.calibrate(quick=True, loops=["sh20"])
-    profile = lat.measure_loop_hops(profile, 10, 1500)
+    profile = lat.measure_loop_hops(profile, N_SUBAP, 1500, runs=1 if args.quick else 3)
     geo = loop_geometry("shack-hartmann", N_SUBAP)
     ours = lat.predict_loop(None, profile, n_subap=N_SUBAP)
     theirs = daolite_estimate_s(profile, geo)

@@ -160,7 +160,7 @@ def derive(spec: MachineSpec | str, base: HardwareProfile,
     -------
     HardwareProfile
         ``measured`` False; ``source`` names the vendor figures, the base profile and the
-        factor; the hops are ``base``'s, unscaled.
+        factor; the hops (``hop_*`` and the ``hop.loop.*`` tables) are ``base``'s, unscaled.
     """
     if isinstance(spec, str):
         if spec not in MACHINES:
@@ -173,8 +173,8 @@ def derive(spec: MachineSpec | str, base: HardwareProfile,
         how = (f"memory-bandwidth ratio {base.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s "
                f"measured / ({spec.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s peak x "
                f"{COPY_EFFICIENCY} assumed copy efficiency)")
-    kernels = {k: KernelTable(t.name, t.size_unit, t.call,
-                              [replace(p, cost=p.cost.scaled(factor)) for p in t.points])
+    kernels = {k: t if k.startswith("hop.") else KernelTable(
+        t.name, t.size_unit, t.call, [replace(p, cost=p.cost.scaled(factor)) for p in t.points])
                for k, t in base.kernels.items()}
     notes: dict[str, Any] = {**base.notes, "derived_from": base.source,
                              "kernel_scale": f"{factor:.4g} ({how})"}
@@ -185,5 +185,5 @@ def derive(spec: MachineSpec | str, base: HardwareProfile,
         cores=spec.cores, memory_bandwidth_bytes_per_s=expected_copy,
         hop_stream_s=base.hop_stream_s, hop_zmq_s=base.hop_zmq_s,
         hop_frame_bytes=base.hop_frame_bytes, kernels=kernels, loops=dict(base.loops),
-        hop_loop_s=dict(base.hop_loop_s), measured=False,
+        measured=False,
         notes={k: str(v) for k, v in notes.items()})

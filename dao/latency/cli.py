@@ -16,7 +16,8 @@ def add_latency_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "latency", help="calibrate this machine, predict a loop's latency",
         description="'dao latency calibrate -o PROFILE' measures this machine (memory, hops "
-        "between processes, the loop's kernels at each loop size, the hops of a running loop) "
+        "between processes, the loop's kernels at each loop size, the hops of each running "
+        "loop) "
         "into a JSON profile; 'dao latency [CONFIG] --profile PROFILE' prints the predicted "
         "latency of a loop configuration (default: the demo's) per stage and end to end, "
         "p50 and p99, the loop delay in frames and the stage to speed up first; --measure "
@@ -30,6 +31,9 @@ def add_latency_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="calibrate: a quick, rougher profile")
     p.add_argument("--loops", help="calibrate: loops to measure, comma-separated labels of "
                    "dao.latency.profile.LOOPS (default all)")
+    p.add_argument("--no-camera-beside", action="store_true",
+                   help="calibrate: measure the components on a quiet machine (a loop with a "
+                   "real camera) rather than beside the simulated camera of the demo's loop")
     p.add_argument("--n-subap", type=int, help="override the loop's subapertures across")
     p.add_argument("--sensor", choices=("shack-hartmann", "pyramid"),
                    help="override the loop's sensor")
@@ -47,13 +51,20 @@ def _progress(fraction: float, message: str) -> None:
 def cmd_latency(args: argparse.Namespace) -> int:
     """Handler of ``dao latency``."""
     from dao.latency.loopmodel import MEASURED_STAGES, measure_loop, measure_loop_hops, predict_loop
-    from dao.latency.profile import HardwareProfile, calibrate
+    from dao.latency.profile import LOOPS, HardwareProfile, calibrate
 
     if args.target == "calibrate":
-        loops = args.loops.split(",") if args.loops else None
-        profile = calibrate(quick=args.quick, progress=_progress, loops=loops)
-        _progress(1.0, "the hops of a running 10x10 loop")
-        measure_loop_hops(profile, 10, 1000 if args.quick else 3000)
+        loops = args.loops.split(",") if args.loops else list(LOOPS)
+        # the kernels take about a third of the time, the running loops' hops the rest
+        profile = calibrate(quick=args.quick, progress=lambda f, m: _progress(f / 3, m),
+                            loops=loops, camera_beside=not args.no_camera_beside)
+        for i, label in enumerate(loops):
+            sensor, n = LOOPS[label]
+            _progress((1 + 2 * i / len(loops)) / 3, f"the hops of a running {sensor} {n}x{n} "
+                      "loop")
+            measure_loop_hops(profile, n, 500 if args.quick else 2000, sensor,
+                              settle=300 if args.quick else 1000, runs=1 if args.quick else 3)
+        _progress(1.0, "done")
         path = profile.save(args.profile)
         print(f"profile of {profile.name} written to {path}")
         return 0

@@ -11,16 +11,22 @@ stage                 cost (seconds, distributions from the profile)
 ``camera``            the camera's frame written: time 0 of the frame (the loop's latency is
                       counted from the camera frame's write time)
 ``wfs_hop``           the Slopes process wakes on the camera stream's semaphore and reads
-                      the image: ``hop_loop_s["wfs_to_slopes"]`` if the profile measured it
-                      in a running loop (:func:`measure_loop_hops`), else ``hop_stream_s`` +
-                      ``stream.read`` of the image
+                      the image: ``hop.loop.<sensor>.wfs_to_slopes`` at the image's bytes if the
+                      profile measured hops in running loops (:func:`measure_loop_hops`),
+                      else ``hop_stream_s`` + ``stream.read`` of the image
 ``slopes``            ``component.slopes.<sensor>`` (the estimator, the reference subtraction,
                       the slopes write) + ``stream.write`` of the 32-byte timing record
-``slopes_hop``        likewise, ``hop_loop_s["slopes_to_controller"]`` or ``hop_stream_s`` +
-                      ``stream.read`` of the slopes
+``slopes_hop``        likewise, ``hop.loop.<sensor>.slopes_to_controller`` at the slopes' bytes, or
+                      ``hop_stream_s`` + ``stream.read`` of the slopes
 ``controller``        ``component.controller.<law>`` (the law, the command write) +
                       ``stream.write`` of the timing record
 ====================  ========================================================================
+
+A hop in a running loop costs more than between two quiet processes, and more in a large
+loop than in a small one: the woken component's code and data are refetched from memory after
+the camera's work in the frame period churned the shared cache. The hop tables are
+interpolated (log-log) between the loops measured, and held at the nearest measured loop's
+beyond them (once the cache is churned in full, a longer period costs no more).
 
 ``slopes`` and ``controller`` run on the ``cpu`` resource (the machine's cores) beside the
 loop's other busy processes (``camera_busy`` and the others of ``busy``, which keep
@@ -41,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from dao.latency.model import Cost, Pipeline, Prediction, Resource, Stage, predict
-from dao.latency.profile import HardwareProfile, Quantiles, loop_geometry
+from dao.latency.profile import LOOPS, HardwareProfile, KernelTable, Quantiles, loop_geometry
 
 __all__ = ["loop_pipeline", "predict_loop", "measure_loop", "measure_loop_hops",
            "measure_frames", "measured_frame", "MEASURED_STAGES", "TRACED_STAGES", "HOPS"]
@@ -87,8 +93,9 @@ def loop_pipeline(config: str | os.PathLike | Mapping | None = None,
     n_subap, sensor : optional
         Override ``bench.n_subap`` and ``sensor.type``.
     period_s : float, optional
-        Seconds between camera frames; default ``1 / bench.frame_rate`` (a simulated camera
-        slower than that runs at its own pace: give the period measured).
+        Seconds between camera frames; default ``1 / bench.frame_rate``, or the period of
+        this loop measured by :func:`measure_loop_hops` where that is longer (the simulated
+        camera runs at its own pace when it cannot keep the configured rate).
     busy_cores : float
         Cores kept busy by the loop's other processes while a frame goes through (the
         simulated camera computing the next frame: 1); the stages share the others.
@@ -112,7 +119,8 @@ def loop_pipeline(config: str | os.PathLike | Mapping | None = None,
     n = int(cfg["bench"]["n_subap"])
     law = cfg["controller"]["law"]
     geo = _geometry(profile, kind, n)
-    if profile.hop_stream_s is None and not profile.hop_loop_s:
+    if profile.hop_stream_s is None and not any(k.startswith(f"hop.loop.{kind}.")
+                                                for k in profile.kernels):
         raise ValueError(f"profile {profile.name!r} has no stream hop: calibrate this machine "
                          "(dao latency calibrate)")
     est = "shack-hartmann" if kind == "shack-hartmann" else "pyramid"
@@ -121,8 +129,10 @@ def loop_pipeline(config: str | os.PathLike | Mapping | None = None,
     ctl = _cost(profile.cost(f"component.controller.{law}", geo["matrix_elements"])) + timing
 
     def hop(name: str, nbytes: int) -> Cost:
-        if name in profile.hop_loop_s:  # measured in a loop: the wake-up and the read
-            return _cost(profile.hop_loop_s[name])
+        table = profile.kernels.get(f"hop.loop.{est}.{name}")
+        if table is not None:  # measured in running loops: the wake-up and the read
+            sizes = table.sizes
+            return _cost(table.cost(min(max(nbytes, sizes[0]), sizes[-1])))
         return _cost(profile.hop_stream_s) + _cost(profile.cost("stream.read", nbytes))
     free = max(1, round(profile.cores - busy_cores))
     cpu = Resource("cpu", free)
@@ -134,7 +144,8 @@ def loop_pipeline(config: str | os.PathLike | Mapping | None = None,
         Stage("controller", ctl, ["slopes_hop"], cpu),
     ]
     if period_s is None:
-        period_s = 1.0 / float(cfg["bench"]["frame_rate"])
+        period_s = max(1.0 / float(cfg["bench"]["frame_rate"]),
+                       float(geo.get("loop_period_s", 0.0)))
     return Pipeline(stages, [cpu], period_s=period_s)
 
 
@@ -210,21 +221,59 @@ def measure_loop(config: str | os.PathLike | Mapping | None = None, *, frames: i
 
 
 def measure_loop_hops(profile: HardwareProfile, n_subap: int = 10, frames: int = 2000,
-                      sensor: str = "shack-hartmann") -> HardwareProfile:
-    """Measure the wake-up of each hop of a running loop (the default configuration with
-    ``n_subap`` subapertures across) into ``profile.hop_loop_s``; return the profile.
+                      sensor: str = "shack-hartmann", settle: int = 1000,
+                      runs: int = 1) -> HardwareProfile:
+    """Measure the hops of a running loop (the default configuration with ``n_subap``
+    subapertures across and sensor ``sensor``) into the profile's ``hop.loop.<sensor>.*``
+    tables, and the loop's frame period into ``profile.loops[label]["loop_period_s"]``;
+    return the profile.
 
-    A hop in a running loop costs more than between two quiet processes (the writer goes on
-    working after its write, on the core the woken reader is placed on; the caches are
-    cold): measured once on a small loop, it serves to predict loops of every size.
+    Each hop's cost is the input frame's write time to the woken component's start (its
+    ``start_ns``, after it read the frame), per frame: ``hop.loop.<sensor>.wfs_to_slopes`` at
+    the image's bytes, ``hop.loop.<sensor>.slopes_to_controller`` at the slopes' bytes. The
+    simulated camera runs at its own pace, slower than its configured rate in large loops:
+    :func:`loop_pipeline` takes the period measured here for this loop. A hop in a running
+    loop costs more than between two quiet processes (the caches are cold, the writer goes on
+    working on the core the reader is woken on), and more in a large loop than in a small one:
+    measure the loops whose sizes you predict, or ones around them (the tables are
+    interpolated between them and held beyond).
+
+    Parameters
+    ----------
+    n_subap, sensor
+        The loop measured.
+    frames : int
+        Frames measured per run, after ``settle`` frames run first (the FIFOs' first pages,
+        the caches and Numba warmed).
+    runs : int
+        Runs of the loop, each started anew; the hop's cost is the typical run's
+        (:meth:`Quantiles.median_of`): on a shared machine, a run's tail moves by several
+        times from one run to the next.
     """
-    from dao.latency.profile import Quantiles
+    if runs < 1:
+        raise ValueError(f"runs = {runs!r}: at least 1")
 
-    got = measure_loop(None, frames=frames, settle=1000, n_subap=n_subap, sensor=sensor)
-    for name, samples in got["hops"].items():
-        profile.hop_loop_s[name] = Quantiles.from_samples(samples)
-    profile.notes["hop_loop"] = (f"measured in a running {sensor} {n_subap}x{n_subap} loop, "
-                                 f"{frames} frames")
+    geo = _geometry(profile, sensor, int(n_subap))
+    label = next((k for k, v in LOOPS.items() if v == (sensor, int(n_subap))),
+                 f"{sensor} {int(n_subap)}x{int(n_subap)}")
+    profile.loops.setdefault(label, geo)
+    got = [measure_loop(None, frames=frames, settle=settle, n_subap=n_subap, sensor=sensor)
+           for _ in range(runs)]
+    sizes = {"wfs_to_slopes": (geo["wfs_bytes"], "image bytes"),
+             "slopes_to_controller": (geo["slopes_bytes"], "slopes bytes")}
+    for name, (nbytes, unit) in sizes.items():
+        key = f"hop.loop.{sensor}.{name}"
+        table = profile.kernels.setdefault(key, KernelTable(
+            key, unit, "a running loop's hop: the input frame's write time to "
+            "the woken component's start_ns (after its read of the frame)"))
+        table.add(nbytes, Quantiles.median_of(Quantiles.from_samples(g["hops"][name])
+                                              for g in got), label)
+    rates = ", ".join(f"{g['loop_rate_hz']:.0f}" for g in got)
+    profile.loops[label]["loop_period_s"] = float(np.median([1.0 / g["loop_rate_hz"]
+                                                             for g in got]))
+    profile.notes[f"hops_{label}"] = (f"measured in {runs} run(s) of the running loop, "
+                                      f"{frames} frames each after {settle}, at {rates} Hz; "
+                                      "each quantile the median over the runs")
     return profile
 
 

@@ -39,6 +39,8 @@ kernel                                       call (per frame)             size
 ``component.slopes.shack-hartmann``          ``Slopes.process``           valid subapertures
 ``component.slopes.pyramid``                 ``Slopes.process``           valid pupil pixels
 ``component.controller.<law>``               ``Controller.process``       matrix elements
+``hop.loop.<sensor>.wfs_to_slopes``          a running loop's hop         image bytes
+``hop.loop.<sensor>.slopes_to_controller``   a running loop's hop         slopes bytes
 ============================================ ============================ ====================
 
 ``stream.write`` is a write into a FIFO whose pages were all written before (the steady
@@ -50,24 +52,29 @@ frame. ``component.*`` is a real component (:class:`dao.loop.components.Slopes`,
 :class:`~dao.loop.components.Controller`) made, initialised and enabled in this process on
 private streams, its ``process`` called directly (no sockets, no processing thread): the
 estimator or the law, the reference subtraction, the output stream write and the Python
-between them. A component's per-frame work in the loop is then ``stream.read`` (its trigger
-input's size) + ``component.*`` + ``stream.write`` of its 32-byte timing record, after the
-wake-up (``hop_stream_s``).
+between them, called as in the demo's loop: once per frame period, while the loop's simulated
+camera renders frames in another process (:func:`calibrate`, ``camera_beside``). A
+component's per-frame work in the loop is then ``component.*`` + ``stream.write`` of its
+32-byte timing record, after the hop that wakes it and reads its input: ``hop.loop.*``,
+measured in running loops by :func:`dao.latency.loopmodel.measure_loop_hops` (the input
+frame's write time to the component's start), else ``hop_stream_s`` + ``stream.read``.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime
 import json
 import math
 import os
+import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +88,7 @@ __all__ = ["Quantiles", "KernelPoint", "KernelTable", "HardwareProfile", "Profil
 
 #: The format written by :meth:`HardwareProfile.save` (refused by :meth:`~HardwareProfile.load`
 #: when it differs).
-SCHEMA = "dao.latency.profile/1"
+SCHEMA = "dao.latency.profile/2"
 #: Quantiles kept of each measured distribution (at levels ``(i + 0.5) / N_QUANTILES``).
 N_QUANTILES = 256
 #: How far :meth:`KernelTable.cost` goes beyond the measured sizes (a factor on the size).
@@ -144,6 +151,18 @@ class Quantiles:
         p50, p90, p99 = np.percentile(a, (50, 90, 99))
         return cls(float(p50), float(p90), float(p99),
                    tuple(float(v) for v in np.quantile(a, _LEVELS)), int(a.size))
+
+    @classmethod
+    def median_of(cls, runs: Iterable[Quantiles]) -> Quantiles:
+        """The typical run of several: each quantile level's median over the runs (a spell
+        of another process' load in one run moves its tail, not the median's)."""
+        qs = list(runs)
+        if not qs:
+            raise ValueError("median_of needs at least one run")
+        med = np.median(np.array([q.samples_s for q in qs]), axis=0)
+        p50, p90, p99 = (float(np.median([getattr(q, k) for q in qs]))
+                         for k in ("p50_s", "p90_s", "p99_s"))
+        return cls(p50, p90, p99, tuple(float(v) for v in med), sum(q.n for q in qs))
 
     def quantile(self, q: float) -> float:
         """The duration (s) at level ``q`` (0 to 1), interpolated between the kept quantiles."""
@@ -316,8 +335,7 @@ class KernelTable:
 # -- the profile ------------------------------------------------------------------------------
 _PROFILE_KEYS = {"name", "source", "measured", "cores", "memory_bandwidth_bytes_per_s",
                  "hop_stream_s", "hop_zmq_s", "hop_frame_bytes", "kernels", "loops", "notes",
-                 "hop_loop_s"}
-_OPTIONAL_KEYS = {"hop_loop_s"}
+}
 
 
 @dataclass
@@ -345,11 +363,6 @@ class HardwareProfile:
         Payload bytes of the frames of both hop measurements.
     kernels : dict of str to KernelTable
         Cost against size of each per-frame call of the loop (module docstring).
-    hop_loop_s : dict of str to Quantiles
-        The wake-up of each hop of a running loop (``wfs_to_slopes``,
-        ``slopes_to_controller``: the input frame's write time to the component's start),
-        seconds, measured by :func:`dao.latency.loopmodel.measure_loop_hops`; empty if not
-        measured (the model then uses ``hop_stream_s``).
     loops : dict of str to dict
         The geometry of each loop measured (:func:`loop_geometry`), by :data:`LOOPS` label:
         the sizes to look the kernels up with.
@@ -369,7 +382,6 @@ class HardwareProfile:
     hop_frame_bytes: int = 0
     kernels: dict[str, KernelTable] = field(default_factory=dict)
     loops: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hop_loop_s: dict[str, Quantiles] = field(default_factory=dict)
     measured: bool = True
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -410,13 +422,12 @@ class HardwareProfile:
             "hop_frame_bytes": self.hop_frame_bytes,
             "kernels": {k: t.to_dict() for k, t in sorted(self.kernels.items())},
             "loops": self.loops, "notes": self.notes,
-            "hop_loop_s": {k: q.to_dict() for k, q in sorted(self.hop_loop_s.items())},
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "profile") -> HardwareProfile:
         """A profile from :meth:`to_dict`'s mapping (unknown or missing keys refused)."""
-        _keys(d, _PROFILE_KEYS, where, _PROFILE_KEYS - _OPTIONAL_KEYS)
+        _keys(d, _PROFILE_KEYS, where, _PROFILE_KEYS)
         try:
             bw = float(d["memory_bandwidth_bytes_per_s"])
             cores = int(d["cores"])
@@ -439,8 +450,6 @@ class HardwareProfile:
                      for k, t in d["kernels"].items()},
             loops={str(k): dict(v) for k, v in d["loops"].items()},
             measured=bool(d["measured"]), notes={str(k): str(v) for k, v in d["notes"].items()},
-            hop_loop_s={str(k): Quantiles.from_dict(v, f"{where}.hop_loop_s.{k}")
-                        for k, v in (d.get("hop_loop_s") or {}).items()},
             **hops)
 
     def save(self, path: str | os.PathLike) -> str:
@@ -584,31 +593,60 @@ _FULL = _Budget(min_reps=200, max_reps=20000, seconds=0.3, hops=3000, copy_bytes
                 copies=20)
 
 
-#: Bytes written between two calls of a stage measured "as in the loop" (:func:`_time_calls`
-#: with ``cold=True``): more than the caches a loop's other processes overwrite in a frame.
-COLD_BYTES = 8 << 20
-#: Seconds slept between two such calls: the loop's processes sleep between frames.
+#: Seconds slept between two calls of a stage measured "as in the loop" when no camera runs
+#: beside (:func:`_time_calls` with ``cold=True``): the loop's processes sleep between frames.
 COLD_GAP_S = 0.5e-3
 
 
+def cache_sizes() -> dict[int, int]:
+    """This machine's CPU caches: ``{level: bytes}`` (the largest of each level), from
+    ``/sys/devices/system/cpu/cpu0/cache``; empty where the system does not say."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    out: dict[int, int] = {}
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return out
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for e in entries:
+        try:
+            with open(os.path.join(base, e, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(base, e, "size")) as f:
+                text = f.read().strip()
+            size = int(text[:-1]) * units[text[-1].upper()] if text[-1:].isalpha() \
+                else int(text)
+        except (OSError, ValueError, KeyError):
+            continue
+        out[level] = max(out.get(level, 0), size)
+    return out
+
+
+def cold_bytes() -> int:
+    """Bytes written before each call of a stage measured "as in the loop": a core's private
+    cache (level 2; 2 MiB where unknown), which the other processes sharing the core overwrite
+    between two frames."""
+    return cache_sizes().get(2, 2 << 20)
+
+
 def _time_calls(fn: Callable[[], Any], budget: _Budget, warm: int = 5,
-                cold: bool = False) -> np.ndarray:
+                cold: bool = False, gap_s: float = COLD_GAP_S) -> np.ndarray:
     """Durations (s) of repeated calls of ``fn``, each timed on its own (``perf_counter_ns``
     around the call: about 0.1 us of the timing itself is included). ``cold``: as a loop's
-    stage runs, once per frame after a sleep, the caches overwritten meanwhile by the other
-    processes (:data:`COLD_BYTES` written and :data:`COLD_GAP_S` slept before each call)."""
+    stage runs, once per frame: :func:`cold_bytes` written and ``gap_s`` slept before each
+    call (the loop's frame period when its camera renders beside, :func:`_camera_beside`)."""
     for _ in range(warm):
         fn()
     reps = budget.max_reps if not cold else min(budget.max_reps, 4 * budget.min_reps)
     out = np.empty(reps, np.int64)
-    scratch = np.empty(COLD_BYTES // 8) if cold else None
+    scratch = np.empty(cold_bytes() // 8) if cold else None
     clock = time.perf_counter_ns
     deadline = clock() + int(budget.seconds * 1e9) * (4 if cold else 1)
     i = 0
     while i < reps:
         if scratch is not None:
             scratch.fill(i)
-            time.sleep(COLD_GAP_S)
+            time.sleep(gap_s)
         t0 = clock()
         fn()
         t1 = clock()
@@ -617,6 +655,54 @@ def _time_calls(fn: Callable[[], Any], budget: _Budget, warm: int = 5,
         if i >= budget.min_reps and clock() > deadline:
             break
     return out[:i] * 1e-9
+
+
+def _render(sensor: str, n_subap: int) -> None:  # pragma: no cover - a child process
+    """The loop's simulated camera (run in a second process by :func:`_camera_beside`):
+    renders frames as fast as it can, as the demo's camera does; prints its median frame
+    period (s) once, and ends when its parent does."""
+    bench, _, _ = _bench(sensor, n_subap)
+    command = np.zeros(bench.n_actuators)
+    for _ in range(3):
+        bench.step(command)
+    t = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        bench.step(command)
+        t.append(time.perf_counter() - t0)
+    print(float(np.median(t)), flush=True)
+    parent = os.getppid()
+    while os.getppid() == parent:
+        bench.step(command)
+
+
+@contextlib.contextmanager
+def _camera_beside(sensor: str, n_subap: int, timeout: float = 120.0) -> Iterator[float]:
+    """The loop's simulated camera rendering in a second process while the block runs (with
+    the loop's Numba threads); yields its frame period (s)."""
+    from dao.loop.aoloop import kernel_threads
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": str(kernel_threads())}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from dao.latency.profile import _render; "
+         f"_render({sensor!r}, {int(n_subap)})"], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        line = proc.stdout.readline() if ready else b""
+        try:
+            period = float(line)
+        except ValueError:
+            raise _child_failed(proc, f"simulated camera ({sensor} {n_subap}x{n_subap})") \
+                from None
+        yield period
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
 
 
 def _memory_bandwidth(budget: _Budget) -> tuple[float, str]:
@@ -675,8 +761,11 @@ def _child_failed(proc: subprocess.Popen, what: str) -> ProfileError:
     err = b""
     with _suppress_oserror():
         err = proc.communicate(timeout=5)[1] or b""
-    return ProfileError(f"the {what} hop's second process failed: "
-                        f"{err.decode(errors='replace')[-2000:] or 'no message'}")
+    lines = [v for v in err.decode(errors="replace").splitlines() if v.strip()]
+    reason = lines[-1].strip() if lines else "no message"
+    tail = "\n".join(lines[-30:-1])
+    return ProfileError(f"the {what}'s second process failed: {reason}"
+                        + (f"\n(its output before that:\n{tail})" if tail else ""))
 
 
 def _gaps(n: int, seed: int = 1) -> np.ndarray:
@@ -729,7 +818,7 @@ def _hop_stream(n: int, frame_bytes: int) -> tuple[Quantiles, int]:
         try:
             b.get_data(check=True, semNb=sem, timeout=60.0, out=row)
         except DaoError as exc:
-            raise _child_failed(proc, "stream") from exc
+            raise _child_failed(proc, "stream hop") from exc
         pid = int(row[2, 0])
         frame = np.ones(a.shape, np.float32)
         out = np.empty(n, np.int64)
@@ -743,7 +832,7 @@ def _hop_stream(n: int, frame_bytes: int) -> tuple[Quantiles, int]:
                     if row[0, 0] == i:
                         break
             except DaoError as exc:
-                raise _child_failed(proc, "stream") from exc
+                raise _child_failed(proc, "stream hop") from exc
             out[i] = row[1, 0] - sent
         a.set_data(frame, cnt2=_STOP)
         proc.wait(timeout=10)
@@ -799,7 +888,7 @@ def _hop_zmq(n: int, frame_bytes: int) -> tuple[Quantiles, int]:
         deadline = time.monotonic() + 60.0
         while not pull.poll(10):  # the slow joiner: until the subscription is in place
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise _child_failed(proc, "ZeroMQ")
+                raise _child_failed(proc, "ZeroMQ hop")
             pub.send_multipart([hello, payload])
         pid = int(np.frombuffer(pull.recv(), np.int64)[2])
         while pull.poll(50):
@@ -813,7 +902,7 @@ def _hop_zmq(n: int, frame_bytes: int) -> tuple[Quantiles, int]:
             pub.send_multipart([head.tobytes(), payload])
             while True:
                 if not pull.poll(10_000):
-                    raise _child_failed(proc, "ZeroMQ")
+                    raise _child_failed(proc, "ZeroMQ hop")
                 seq, t, _ = np.frombuffer(pull.recv(), np.int64)
                 if seq == i:
                     break
@@ -937,8 +1026,11 @@ def _measure_streams(sizes: Iterable[tuple[int, str]], budget: _Budget,
 
 
 def _measure_loop(label: str, sensor: str, n_subap: int, budget: _Budget, quick: bool,
-                  kernels: dict[str, KernelTable], controller: bool) -> dict[str, Any]:
-    """Measure the Slopes' (and, if ``controller``, the Controller's) calls on one loop."""
+                  kernels: dict[str, KernelTable], controller: bool,
+                  camera_beside: bool) -> tuple[dict[str, Any], float | None]:
+    """Measure the Slopes' (and, if ``controller``, the Controller's) calls on one loop:
+    its geometry, and the frame period (s) of its camera rendering beside the components
+    (None: ``camera_beside`` False)."""
     from dao.loop.laws import stock_law
 
     bench, est, cfg = _bench(sensor, n_subap)
@@ -980,16 +1072,22 @@ def _measure_loop(label: str, sensor: str, n_subap: int, budget: _Budget, quick:
             _table(kernels, f"law.{law_name}").add(
                 geo["matrix_elements"], Quantiles.from_samples(_time_calls(
                     lambda law=law: law.step(slopes, command), budget)), label)
-    _measure_components(label, geo, cal, frame, budget, quick, kernels, controller)
-    return geo
+    if not camera_beside:
+        _measure_components(label, geo, cal, frame, budget, quick, kernels, controller,
+                            COLD_GAP_S)
+        return geo, None
+    with _camera_beside(sensor, n_subap) as period:
+        _measure_components(label, geo, cal, frame, budget, quick, kernels, controller,
+                            period)
+    return geo, period
 
 
 def _measure_components(label: str, geo: dict[str, Any], cal: Any, frame: np.ndarray,
                         budget: _Budget, quick: bool, kernels: dict[str, KernelTable],
-                        controller: bool) -> None:
+                        controller: bool, gap_s: float) -> None:
     """The loop's Slopes and Controller components, made in this process on private streams
     (Init, Enable: their processing threads are made but never run), ``process`` called
-    directly."""
+    directly, once per ``gap_s`` (:func:`_time_calls`, ``cold``)."""
     from dao.loop.components import Controller, Slopes
     from dao.streams.stream import shm
 
@@ -1025,7 +1123,7 @@ def _measure_components(label: str, geo: dict[str, Any], cal: Any, frame: np.nda
 
         name = f"component.slopes.{geo['sensor']}"
         _table(kernels, name).add(geo["estimator_size"], Quantiles.from_samples(
-            _time_calls(slopes_step, budget, cold=True)), label)
+            _time_calls(slopes_step, budget, cold=True, gap_s=gap_s)), label)
         if controller:
             ctl = Controller(name=f"{tag}ctl", config={
                 "calibration": cal_path, "timing_depth": 16, "law": "modal", "gain": 0.5,
@@ -1049,7 +1147,8 @@ def _measure_components(label: str, geo: dict[str, Any], cal: Any, frame: np.nda
 
                 _table(kernels, f"component.controller.{law_name}").add(
                     geo["matrix_elements"], Quantiles.from_samples(
-                        _time_calls(ctl_step, budget, cold=True)), label)
+                        _time_calls(ctl_step, budget, cold=True,
+                                    gap_s=gap_s)), label)
     finally:
         for c in made:
             with _suppress_dao():
@@ -1082,7 +1181,8 @@ def _cpu_model() -> str:
 
 
 def calibrate(quick: bool = False, progress: Callable[[float, str], Any] | None = None,
-              loops: Iterable[str] | None = None) -> HardwareProfile:
+              loops: Iterable[str] | None = None, camera_beside: bool = True
+              ) -> HardwareProfile:
     """Measure this machine's :class:`HardwareProfile`.
 
     Memory bandwidth (large copies), the stream and ZeroMQ hops (a second OS process, as in
@@ -1104,6 +1204,12 @@ def calibrate(quick: bool = False, progress: Callable[[float, str], Any] | None 
         Labels of :data:`LOOPS` to measure (default all). The Controller's kernels are
         measured on the Shack-Hartmann loops (a pyramid loop of the same size has the same
         matrix shapes), or on a pyramid loop when no Shack-Hartmann of its size is measured.
+    camera_beside : bool
+        Measure the components (``component.*``) as they run in the demo's loop: once per
+        frame period, while the loop's simulated camera renders frames as fast as it can in
+        another process (it keeps a core busy and the shared cache churned). False: once per
+        0.5 ms on a quiet machine, for a loop whose camera is real hardware and whose camera
+        process sleeps while the sensor exposes.
 
     Returns
     -------
@@ -1132,20 +1238,22 @@ def calibrate(quick: bool = False, progress: Callable[[float, str], Any] | None 
     threads_before = numba.get_num_threads()
     numba.set_num_threads(min(kernel_threads(), numba.config.NUMBA_NUM_THREADS))
     try:
-        return _calibrate(quick, say, labels, cores, budget, t_start)
+        return _calibrate(quick, say, labels, cores, budget, t_start, camera_beside)
     finally:
         numba.set_num_threads(threads_before)
 
 
 def _calibrate(quick: bool, say: Callable[[float, str], None], labels: list[str], cores: int,
-               budget: _Budget, t_start: float) -> HardwareProfile:
+               budget: _Budget, t_start: float, camera_beside: bool) -> HardwareProfile:
     """:func:`calibrate`'s body, with Numba's threads as the loop's components have them."""
     import numba
 
     notes: dict[str, str] = {
         "cpu": _cpu_model(), "python": sys.version.split()[0], "numpy": np.__version__,
         "numba": numba.__version__, "numba_threads": str(numba.get_num_threads()),
-        "quick": str(bool(quick)),
+        "quick": str(bool(quick)), "camera_beside": str(bool(camera_beside)),
+        "cold_bytes": f"{cold_bytes()} bytes written before each component call (a core's "
+                      "private cache)",
         "hop_method": ("stream: dao.shm set_data -> get_data(check=True, semNb) in a second "
                        "process (subprocess), frame write timestamp to time_ns on waking; "
                        "zmq: PUB/SUB loopback TCP, time_ns before send to time_ns after "
@@ -1167,7 +1275,12 @@ def _calibrate(quick: bool, say: Callable[[float, str], None], labels: list[str]
         sensor, n = LOOPS[label]
         say(0.2 + 0.7 * i / len(labels), f"kernels of {label} ({sensor} {n}x{n})")
         with_ctl = sensor == "shack-hartmann" or n not in sh_sizes
-        geos[label] = _measure_loop(label, sensor, n, budget, quick, kernels, with_ctl)
+        geos[label], period = _measure_loop(label, sensor, n, budget, quick, kernels,
+                                            with_ctl, camera_beside)
+        notes[f"components_{label}"] = (
+            f"once per {period * 1e3:.2f} ms (the frame period of the loop's simulated camera, "
+            "rendering beside them)" if period is not None else
+            f"once per {COLD_GAP_S * 1e3:g} ms, no camera beside")
     say(0.9, "stream reads and writes")
     sizes = {(g[k], label) for label, g in geos.items()
              for k in ("wfs_bytes", "slopes_bytes", "command_bytes", "timing_bytes")}

@@ -70,6 +70,49 @@ def test_calibrate_quick(profile):
         for pt in table.points:
             _ok(pt.cost)
             assert pt.loop in LOOPS
+    # the components ran once per frame period of the loop's own camera, rendering beside
+    periods = {label: float(p.notes[f"components_{label}"].split()[2]) for label in p.loops}
+    assert all(v > 0 for v in periods.values())
+    assert periods["sh20"] > periods["sh10"]  # a larger camera renders more slowly
+    assert "simulated camera" in p.notes["components_sh10"]
+
+
+def _renderers() -> list[int]:
+    """Processes of this one running dao.latency.profile._render."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"_render" in cmd and ppid == os.getpid():
+            out.append(int(pid))
+    return out
+
+
+def test_camera_beside_runs_while_measuring_then_stops():
+    from dao.latency.profile import _camera_beside
+
+    with _camera_beside("shack-hartmann", 10) as period:
+        assert 0 < period < 0.1
+        assert len(_renderers()) == 1  # rendering in a second process meanwhile
+    assert _renderers() == []
+    with pytest.raises(ProfileError, match="simulated camera.*failed: ValueError: sensor.type"), \
+            _camera_beside("curvature", 10):
+        pass
+    assert _renderers() == []
+
+
+def test_cold_bytes_is_a_cores_cache():
+    from dao.latency.profile import cache_sizes, cold_bytes
+
+    sizes = cache_sizes()
+    assert all(isinstance(k, int) and v > 0 for k, v in sizes.items())
+    assert cold_bytes() == sizes.get(2, 2 << 20)
+    assert 64 << 10 <= cold_bytes() <= 256 << 20
 
 
 def test_kernel_cost_grows_with_size(profile):
@@ -180,6 +223,19 @@ def test_quantiles():
         Quantiles.from_samples([1.0])
     with pytest.raises(ValueError):
         Quantiles.from_samples([1.0, float("nan")])
+
+
+def test_median_of_runs_ignores_one_noisy_tail():
+    rng = np.random.default_rng(3)
+    calm = [Quantiles.from_samples(rng.uniform(10e-6, 20e-6, 2000)) for _ in range(2)]
+    noisy = Quantiles.from_samples(np.r_[rng.uniform(10e-6, 20e-6, 1960), np.full(40, 5e-3)])
+    m = Quantiles.median_of([calm[0], noisy, calm[1]])
+    assert m.p99_s < 25e-6 < noisy.p99_s  # the spell of load in one run is not the tail
+    assert m.p50_s == pytest.approx(15e-6, rel=0.05)
+    assert np.all(np.diff(m.samples_s) >= 0) and m.n == 6000
+    assert Quantiles.median_of([noisy]) == noisy
+    with pytest.raises(ValueError, match="at least one"):
+        Quantiles.median_of([])
 
 
 def test_catalogue(profile, tmp_path):
