@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 test: sysdeps $(VENV)/.installed
 	$(BIN)/ruff check dao hw tests benchmarks
 	# screenshots of the browser tests (the dashboard, the live view) are kept in test-artifacts/
-	DAO_TEST_ARTIFACTS=$(CURDIR)/test-artifacts $(BIN)/python -m pytest
+	DAO_TEST_ARTIFACTS=$(CURDIR)/test-artifacts $(BIN)/python -m pytest --durations=30
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check dao hw tests benchmarks
