@@ -1231,16 +1231,11 @@ def calibrate(quick: bool = False, progress: Callable[[float, str], Any] | None 
         if progress is not None:
             progress(fraction, message)
 
-    import numba
-
     from dao.loop.aoloop import kernel_threads
+    from dao.recon._jit import numba_threads
 
-    threads_before = numba.get_num_threads()
-    numba.set_num_threads(min(kernel_threads(), numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(kernel_threads()):
         return _calibrate(quick, say, labels, cores, budget, t_start, camera_beside)
-    finally:
-        numba.set_num_threads(threads_before)
 
 
 def _calibrate(quick: bool, say: Callable[[float, str], None], labels: list[str], cores: int,

@@ -309,6 +309,17 @@ def calibrate(cfg: dict[str, Any], path: str | os.PathLike | None = None) -> Cal
         ``actuator_grid``, ``actuator_pitch`` (metres); ``config`` (the configuration entries
         it depends on, checked by :meth:`Calibration.check`).
     """
+    from dao.loop.aoloop import kernel_threads
+    from dao.recon._jit import numba_threads
+
+    # the loop's components run their kernels on kernel_threads each: so does the
+    # calibration (with every core's thread, its parallel kernels wait for workers)
+    with numba_threads(kernel_threads(int(cfg.get("run", {}).get("kernel_threads", 0)))):
+        return _measure(cfg, path)
+
+
+def _measure(cfg: dict[str, Any], path: str | os.PathLike | None) -> Calibration:
+    """:func:`calibrate`'s measurement."""
     from dao import recon
     from dao.hw import SimulatedBench
 
