@@ -26,7 +26,9 @@ A hop in a running loop costs more than between two quiet processes, and more in
 loop than in a small one: the woken component's code and data are refetched from memory after
 the camera's work in the frame period churned the shared cache. The hop tables are
 interpolated (log-log) between the loops measured, and held at the nearest measured loop's
-beyond them (once the cache is churned in full, a longer period costs no more).
+beyond them (once the cache is churned in full, a longer period costs no more). That is a
+rough guess: a hop depends on how busy the loop keeps the cores more than on the frame's
+bytes (BENCHMARKS.md), so measure the loop sizes you predict.
 
 ``slopes`` and ``controller`` run on the ``cpu`` resource (the machine's cores) beside the
 loop's other busy processes (``camera_busy`` and the others of ``busy``, which keep
